@@ -1,0 +1,33 @@
+"""ASGI entry point: HTTP through Django, websockets through Channels routing."""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "artterminal.settings")
+# Django must be set up before anything imports models (the consumers do).
+django_asgi_app = get_asgi_application()
+
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.conf import settings  # noqa: E402
+
+from gallery.routing import websocket_urlpatterns as gallery_websockets  # noqa: E402
+from voice.routing import websocket_urlpatterns as voice_websockets  # noqa: E402
+
+http_app = django_asgi_app
+if settings.DEBUG:
+    # Daphne serves no static files itself; in development the site does.
+    from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
+
+    http_app = ASGIStaticFilesHandler(django_asgi_app)
+
+application = ProtocolTypeRouter(
+    {
+        "http": http_app,
+        "websocket": AllowedHostsOriginValidator(
+            AuthMiddlewareStack(URLRouter([*gallery_websockets, *voice_websockets]))
+        ),
+    }
+)

@@ -1,0 +1,122 @@
+"""Reads of the gallery: who may do what, and what a terminal shows."""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import AnonymousUser
+from django.db.models import Q, QuerySet
+
+from gallery.models import Image, Terminal, TerminalMembership
+
+AnyUser = AbstractBaseUser | AnonymousUser
+
+
+class ImageState(TypedDict):
+    id: int
+    title: str
+    prompt: str
+    url: str
+    thumbnail_url: str
+    position: int
+    count: int
+
+
+def terminal_can_watch(*, user: AnyUser, terminal: Terminal) -> bool:
+    if terminal.is_public:
+        return True
+    if not user.is_authenticated:
+        return False
+    if getattr(user, "is_staff", False) or terminal.owner_id == user.pk:
+        return True
+    return TerminalMembership.objects.filter(terminal=terminal, user_id=user.pk).exists()
+
+
+def terminal_can_control(*, user: AnyUser, terminal: Terminal) -> bool:
+    """Owners, members with the controller role, and staff may drive a terminal."""
+    if not user.is_authenticated or not getattr(user, "is_active", False):
+        return False
+    if getattr(user, "is_staff", False) or terminal.owner_id == user.pk:
+        return True
+    return TerminalMembership.objects.filter(
+        terminal=terminal, user_id=user.pk, role=TerminalMembership.Role.CONTROLLER
+    ).exists()
+
+
+def terminal_images(*, terminal: Terminal) -> QuerySet[Image]:
+    """The images a terminal can show, in display order (oldest first)."""
+    return Image.objects.filter(terminal=terminal, status=Image.Status.READY).order_by("id")
+
+
+def terminal_image_position(*, terminal: Terminal, image: Image) -> int:
+    """1-based position of `image` in the terminal's display order."""
+    return terminal_images(terminal=terminal).filter(id__lte=image.pk).count()
+
+
+def image_state(*, terminal: Terminal, image: Image | None) -> ImageState | None:
+    if image is None:
+        return None
+    images = terminal_images(terminal=terminal)
+    return {
+        "id": image.pk,
+        "title": image.title or image.prompt[:80],
+        "prompt": image.prompt,
+        "url": image.file.url if image.file else "",
+        "thumbnail_url": image.thumbnail.url if image.thumbnail else "",
+        "position": images.filter(id__lte=image.pk).count(),
+        "count": images.count(),
+    }
+
+
+def terminal_state(*, terminal: Terminal) -> dict[str, Any]:
+    """The `terminal.state` message without the viewer count (that lives per process)."""
+    return {
+        "type": "terminal.state",
+        "version": terminal.version,
+        "image": image_state(terminal=terminal, image=terminal.current_image),
+    }
+
+
+def terminal_neighbours(*, terminal: Terminal, image: Image | None, radius: int = 3) -> list[Image]:
+    """A strip of images around the current one, for the terminal page."""
+    images = terminal_images(terminal=terminal)
+    if image is None:
+        return list(images[: radius * 2 + 1])
+    before = list(images.filter(id__lt=image.pk).order_by("-id")[:radius])[::-1]
+    after = list(images.filter(id__gt=image.pk)[:radius])
+    return [*before, image, *after]
+
+
+def gallery_images(*, query: str = "", owner: AnyUser | None = None) -> QuerySet[Image]:
+    """Images for the gallery grid, newest first, optionally searched by prompt."""
+    images = Image.objects.select_related("owner")
+    if owner is not None:
+        images = images.filter(owner_id=owner.pk)
+    else:
+        images = images.filter(status=Image.Status.READY)
+    for word in query.split()[:8]:
+        images = images.filter(Q(prompt__icontains=word) | Q(title__icontains=word))
+    return images
+
+
+def terminals_visible_to(*, user: AnyUser) -> QuerySet[Terminal]:
+    terminals = Terminal.objects.select_related("current_image")
+    if getattr(user, "is_staff", False):
+        return terminals
+    if not user.is_authenticated:
+        return terminals.filter(is_public=True)
+    return terminals.filter(
+        Q(is_public=True) | Q(owner_id=user.pk) | Q(memberships__user_id=user.pk)
+    ).distinct()
+
+
+def terminals_controlled_by(*, user: AnyUser) -> QuerySet[Terminal]:
+    if not user.is_authenticated:
+        return Terminal.objects.none()
+    if getattr(user, "is_staff", False):
+        return Terminal.objects.all()
+    return Terminal.objects.filter(
+        Q(owner_id=user.pk)
+        | Q(memberships__user_id=user.pk, memberships__role=TerminalMembership.Role.CONTROLLER)
+    ).distinct()

@@ -1,0 +1,192 @@
+"""Writes to the gallery. Each service runs in one transaction and broadcasts after commit,
+so no viewer ever sees state that could still roll back."""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Literal
+
+from django.conf import settings
+from django.db import transaction
+
+from gallery import broadcast, selectors
+from gallery.models import Image, Terminal
+
+NavigateAction = Literal["next", "previous", "first", "last", "goto", "position", "search"]
+NAVIGATE_ACTIONS: tuple[str, ...] = (
+    "next",
+    "previous",
+    "first",
+    "last",
+    "goto",
+    "position",
+    "search",
+)
+MAX_PROMPT_LENGTH = 1000
+
+
+class GalleryError(Exception):
+    """A request the gallery refuses; `code` is stable, `message` is for people."""
+
+    code = "gallery_error"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class NotAllowed(GalleryError):
+    code = "forbidden"
+
+
+class NotFound(GalleryError):
+    code = "not_found"
+
+
+class InvalidRequest(GalleryError):
+    code = "invalid"
+
+
+def terminal_navigate(
+    *,
+    terminal: Terminal,
+    user: selectors.AnyUser,
+    action: str,
+    image_id: int | None = None,
+    position: int | None = None,
+    query: str = "",
+) -> Terminal:
+    """Move a terminal to another of its images and bump its version by exactly one.
+
+    The terminal row is locked for the read-modify-write, so two controllers racing
+    each get their own version and neither update is lost.
+    """
+    if action not in NAVIGATE_ACTIONS:
+        raise InvalidRequest(f"Unknown navigation action “{action}”.", code="invalid_action")
+    if not selectors.terminal_can_control(user=user, terminal=terminal):
+        raise NotAllowed("You may watch this terminal but not control it.")
+
+    with transaction.atomic():
+        locked = Terminal.objects.select_for_update().get(pk=terminal.pk)
+        images = selectors.terminal_images(terminal=locked)
+        target = _navigation_target(
+            locked, images, action=action, image_id=image_id, position=position, query=query
+        )
+        locked.current_image = target
+        locked.version += 1
+        locked.save(update_fields=["current_image", "version"])
+        state = selectors.terminal_state(terminal=locked)
+        transaction.on_commit(lambda: broadcast.terminal_state(terminal_id=locked.pk, state=state))
+    return locked
+
+
+def _navigation_target(
+    terminal: Terminal,
+    images: Any,
+    *,
+    action: str,
+    image_id: int | None,
+    position: int | None,
+    query: str,
+) -> Image:
+    current_id = terminal.current_image_id
+    if not images.exists():
+        raise NotFound("This terminal has no images yet.", code="empty_terminal")
+    if action == "first":
+        return images.first()
+    if action == "last":
+        return images.last()
+    if action == "next":
+        after = images.filter(id__gt=current_id).first() if current_id else None
+        return after or images.first()  # a shared display wraps around
+    if action == "previous":
+        before = images.filter(id__lt=current_id).last() if current_id else None
+        return before or images.last()
+    if action == "goto":
+        if not isinstance(image_id, int) or isinstance(image_id, bool):
+            raise InvalidRequest("“goto” needs a numeric image_id.", code="invalid_image_id")
+        found = images.filter(id=image_id).first()
+        if found is None:
+            raise NotFound("That image is not on this terminal.", code="image_not_found")
+        return found
+    if action == "position":
+        count = images.count()
+        if (
+            not isinstance(position, int)
+            or isinstance(position, bool)
+            or not 1 <= position <= count
+        ):
+            raise InvalidRequest(
+                f"Position must be a number from 1 to {count}.", code="invalid_position"
+            )
+        return images[position - 1]
+    words = query.split()[:8]
+    if not words:
+        raise InvalidRequest("Say what to search for.", code="invalid_query")
+    matches = images
+    for word in words:
+        matches = matches.filter(prompt__icontains=word)
+    found = matches.last()
+    if found is None:
+        raise NotFound(f"No image on this terminal matches “{' '.join(words)}”.", code="no_match")
+    return found
+
+
+def image_generate(
+    *,
+    owner: Any,
+    prompt: str,
+    style: str = "",
+    terminal: Terminal | None = None,
+    source: Image | None = None,
+    seed: int | None = None,
+) -> Image:
+    """Record a queued image and enqueue its generation once the row is committed."""
+    prompt = " ".join(prompt.split())
+    if not prompt:
+        raise InvalidRequest("Describe the picture you want.", code="empty_prompt")
+    if len(prompt) > MAX_PROMPT_LENGTH:
+        raise InvalidRequest(
+            f"Keep the description under {MAX_PROMPT_LENGTH} characters.", code="prompt_too_long"
+        )
+    if terminal is not None and not selectors.terminal_can_control(user=owner, terminal=terminal):
+        raise NotAllowed("Only the terminal's controllers may add images to it.")
+    with transaction.atomic():
+        image = Image.objects.create(
+            owner=owner,
+            prompt=prompt,
+            style=style.strip()[:40],
+            terminal=terminal,
+            source=source,
+            provider=settings.IMAGE_PROVIDER,
+            seed=seed if seed is not None else random.randrange(2**31),
+        )
+        transaction.on_commit(lambda: _enqueue_generation(image))
+        transaction.on_commit(lambda: broadcast.image_changed(image=image))
+    return image
+
+
+def image_edit(*, user: Any, image: Image, instruction: str) -> Image:
+    """An edit is a new image from the source's prompt plus the instruction, linked back."""
+    instruction = " ".join(instruction.split())
+    if not instruction:
+        raise InvalidRequest("Say how to change the picture.", code="empty_instruction")
+    if not image.is_ready:
+        raise InvalidRequest("Only a finished image can be edited.", code="image_not_ready")
+    return image_generate(
+        owner=user,
+        prompt=f"{image.prompt}, {instruction}"[:MAX_PROMPT_LENGTH],
+        style=image.style,
+        terminal=image.terminal,
+        source=image,
+        seed=image.seed,
+    )
+
+
+def _enqueue_generation(image: Image) -> None:
+    from gallery.tasks import generate_image
+
+    result = generate_image.enqueue(image_id=image.pk)
+    Image.objects.filter(pk=image.pk).update(task_id=str(result.id))
