@@ -6,8 +6,10 @@ to PostgreSQL and Redis.
 """
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import environ
+from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -39,12 +41,15 @@ INSTALLED_APPS = [
     "channels",
     "django_tasks",
     "django_tasks_db",
+    "csp",
+    "artterminal",
     "gallery",
     "voice",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -82,7 +87,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": env.int("SQLITE_BUSY_TIMEOUT", default=20),
     }
 else:
-    DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+    # Under ASGI a persistent connection can outlive the thread that opened it, so Django
+    # advises CONN_MAX_AGE=0 there; put PgBouncer in front when connects become the cost.
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=0)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -98,6 +105,8 @@ if REDIS_URL:
     CACHES = {
         "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
     }
+    # Sessions read from the shared cache and survive its flush through the database.
+    SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
@@ -167,6 +176,57 @@ ENGINE_MAX_CALLS = env.int("ENGINE_MAX_CALLS", default=16)
 
 # --- Websockets -----------------------------------------------------------------------
 WEBSOCKET_MAX_MESSAGE_BYTES = env.int("WEBSOCKET_MAX_MESSAGE_BYTES", default=64 * 1024)
+
+# How many Daphne processes serve this site (the usual WEB_CONCURRENCY convention).
+# Declared so the system checks can tell a multi-process deployment that still uses the
+# in-memory channel layer, which reaches only the sockets of its own process.
+WEB_CONCURRENCY = env.int("WEB_CONCURRENCY", default=1)
+
+# --- Content Security Policy (django-csp) ---------------------------------------------
+# Pages load only their own ES modules and styles; data reaches scripts through
+# json_script (type application/json, which script-src does not govern).
+_websocket_sources: list[str] = []
+for _host in ALLOWED_HOSTS:
+    # 'self' covers same-origin websockets in current browsers; the explicit sources are
+    # for older ones. Wildcards and IPv6 literals have no CSP spelling: 'self' serves them.
+    if _host == "*" or _host.startswith("["):
+        continue
+    _hosts = [f"*{_host}", _host[1:]] if _host.startswith(".") else [_host]
+    for _name in _hosts:
+        if DEBUG:  # development servers listen on arbitrary ports, often without TLS
+            _websocket_sources += [f"ws://{_name}:*", f"wss://{_name}:*"]
+        else:
+            _websocket_sources.append(f"wss://{_name}")
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else ""
+
+
+# The browser itself posts the SDP offer to the Realtime upstream: the configured base
+# URL, else OpenAI when a key is set, else the built-in engine on this same origin.
+REALTIME_UPSTREAM_ORIGIN = _origin(REALTIME_BASE_URL) or (
+    _origin(OPENAI_BASE_URL) if OPENAI_API_KEY else ""
+)
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "img-src": [SELF, "data:", "blob:"],
+        "media-src": [SELF, "blob:"],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "connect-src": [
+            SELF,
+            *_websocket_sources,
+            *([REALTIME_UPSTREAM_ORIGIN] if REALTIME_UPSTREAM_ORIGIN else []),
+        ],
+        "frame-ancestors": [NONE],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+    }
+}
 
 LOGGING = {
     "version": 1,
