@@ -1,0 +1,149 @@
+// The mirror: every data-channel event of a call, copied to the site over a websocket so
+// the server can record it and run the assistant's tool calls. Events wait in a resend
+// buffer until the server acknowledges their sequence number, so a dropped socket loses
+// nothing: on reconnect everything unacknowledged is sent again, in order.
+
+// Audio payloads are large and useless on the server; these events are not mirrored.
+const UNMIRRORED_TYPES = new Set(["response.output_audio.delta", "input_audio_buffer.append"]);
+
+const BACKOFF_BASE_MS = 500;
+const BACKOFF_CAP_MS = 10000;
+// Past this the site is taken as gone for good: the panel says so instead of spinning.
+const MAX_ATTEMPTS = 12;
+
+export function mirrorable(event) {
+  return Boolean(event && typeof event.type === "string" && !UNMIRRORED_TYPES.has(event.type));
+}
+
+export function mirrorUrl(sessionId) {
+  const scheme = window.location.protocol === "https:" ? "wss" : "ws";
+  return `${scheme}://${window.location.host}/ws/voice/${encodeURIComponent(sessionId)}/`;
+}
+
+// Full jitter keeps many browsers from reconnecting in lockstep after a server restart.
+export function backoffDelay(attempt) {
+  const ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** attempt);
+  return ceiling / 2 + Math.random() * (ceiling / 2);
+}
+
+export class Mirror {
+  // `handlers` maps server message types (tool.result, session.ended, error) to functions;
+  // `onState` hears "open", "reconnecting" and "failed".
+  constructor({ url, handlers = {}, onState = () => {} }) {
+    this.url = url;
+    this.handlers = handlers;
+    this.onState = onState;
+    this.seq = 0;
+    this.pending = new Map();
+    this.socket = null;
+    this.attempt = 0;
+    this.timer = null;
+    this.closing = false;
+    this.retireTimer = null;
+    this._open();
+  }
+
+  get unacknowledged() {
+    return this.pending.size;
+  }
+
+  send(direction, event) {
+    if (this.closing || !mirrorable(event)) return;
+    this.seq += 1;
+    const message = { type: "mirror.event", seq: this.seq, direction, event };
+    this.pending.set(this.seq, message);
+    this._write(message);
+  }
+
+  _write(message) {
+    if (this.socket && this.socket.readyState === WebSocket.OPEN) {
+      this.socket.send(JSON.stringify(message));
+    }
+  }
+
+  _open() {
+    const socket = new WebSocket(this.url);
+    this.socket = socket;
+    socket.onopen = () => {
+      if (socket !== this.socket) return;
+      this.attempt = 0;
+      this.onState("open");
+      for (const message of this.pending.values()) this._write(message);
+      this._maybeFinishRetirement();
+    };
+    socket.onmessage = (message) => {
+      if (socket !== this.socket) return;
+      let data;
+      try {
+        data = JSON.parse(message.data);
+      } catch {
+        return;
+      }
+      if (!data || typeof data.type !== "string") return;
+      if (data.type === "mirror.ack") {
+        this.pending.delete(data.seq);
+        this._maybeFinishRetirement();
+        return;
+      }
+      const handler = this.handlers[data.type];
+      if (handler) handler(data);
+    };
+    socket.onclose = (event) => {
+      if (socket !== this.socket) return;
+      this.socket = null;
+      if (this.closing && this.pending.size === 0) return;
+      // 4xxx close codes are the server refusing this session (ended, not yours):
+      // reconnecting cannot help.
+      if (event.code >= 4000 && event.code < 5000) {
+        this.onState("failed", event.reason || "");
+        this.closing = true;
+        return;
+      }
+      this._scheduleReconnect();
+    };
+  }
+
+  _scheduleReconnect() {
+    if (this.attempt >= MAX_ATTEMPTS) {
+      this.onState("failed", "");
+      this.closing = true;
+      return;
+    }
+    this.onState("reconnecting");
+    const delay = backoffDelay(this.attempt);
+    this.attempt += 1;
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => this._open(), delay);
+  }
+
+  // Ends the session on the server once everything sent has been acknowledged; a socket
+  // that is down keeps reconnecting until then, for at most `graceMs`.
+  hangup({ graceMs = 15000 } = {}) {
+    if (this.closing) return;
+    this.closing = true;
+    this.retireTimer = setTimeout(() => this._finish(), graceMs);
+    this._maybeFinishRetirement();
+  }
+
+  _maybeFinishRetirement() {
+    if (this.closing && this.pending.size === 0) this._finish();
+  }
+
+  _finish() {
+    clearTimeout(this.timer);
+    clearTimeout(this.retireTimer);
+    const socket = this.socket;
+    this.socket = null;
+    this.pending.clear();
+    if (!socket) return;
+    if (socket.readyState === WebSocket.OPEN) {
+      socket.send(JSON.stringify({ type: "mirror.hangup" }));
+      socket.close(1000);
+    } else if (socket.readyState === WebSocket.CONNECTING) {
+      socket.onopen = () => {
+        socket.send(JSON.stringify({ type: "mirror.hangup" }));
+        socket.close(1000);
+      };
+    }
+  }
+}
