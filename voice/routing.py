@@ -1,3 +1,7 @@
-from django.urls import URLPattern
+from django.urls import URLPattern, path
 
-websocket_urlpatterns: list[URLPattern] = []
+from voice.consumers import VoiceMirrorConsumer
+
+websocket_urlpatterns: list[URLPattern] = [
+    path("ws/voice/<int:session_id>/", VoiceMirrorConsumer.as_asgi()),
+]

@@ -1,4 +1,8 @@
-from django.urls import URLPattern
+from django.urls import URLPattern, path
+
+from voice import views
 
 app_name = "voice"
-urlpatterns: list[URLPattern] = []
+urlpatterns: list[URLPattern] = [
+    path("api/realtime/", views.token, name="token"),
+]

@@ -1,0 +1,146 @@
+"""The mirror: the browser forwards its data-channel events; the server stores them and
+runs the assistant's tool calls. Protocol in voice/events.py."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
+
+from artterminal.groups import voice_session_group_name
+from gallery import selectors as gallery_selectors
+from voice import events, selectors, services, tools
+from voice.models import VoiceSession
+
+logger = logging.getLogger(__name__)
+
+CLOSE_SESSION_ENDED = 4000
+CLOSE_MESSAGE_TOO_BIG = 1009
+
+
+@database_sync_to_async
+def _session_for(session_id: int, user: Any) -> VoiceSession | None:
+    session = selectors.voice_session_for_mirror(session_id=session_id, user=user)
+    if session is None or not gallery_selectors.terminal_can_control(
+        user=user, terminal=session.terminal
+    ):
+        return None
+    return session
+
+
+class VoiceMirrorConsumer(AsyncJsonWebsocketConsumer):
+    """One browser's mirror of one voice session."""
+
+    session: VoiceSession | None = None
+    group_name: str = ""
+
+    async def connect(self) -> None:
+        """On the handshake: only the session's owner, while it is open, still in control."""
+        user = self.scope.get("user")
+        session_id = self.scope["url_route"]["kwargs"]["session_id"]
+        session = await _session_for(session_id, user) if user is not None else None
+        if session is None:
+            await self.close()
+            return
+        self.session = session
+        self.group_name = voice_session_group_name(session.pk)
+        await self.channel_layer.group_add(self.group_name, self.channel_name)
+        await self.accept()
+
+    async def disconnect(self, code: int) -> None:
+        """On close: leave the group. The session stays open, so the browser can reconnect."""
+        if self.group_name:
+            await self.channel_layer.group_discard(self.group_name, self.channel_name)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        """On each frame: size and JSON checks here, then the catalogue, then a service."""
+        if text_data is None:
+            await self.send_json(events.error(code="text_only", message="Send JSON text frames."))
+            return
+        if len(text_data) > settings.WEBSOCKET_MAX_MESSAGE_BYTES or (
+            len(text_data.encode()) > settings.WEBSOCKET_MAX_MESSAGE_BYTES
+        ):
+            await self.send_json(
+                events.error(
+                    code="frame_too_large",
+                    message=(
+                        f"Messages are limited to {settings.WEBSOCKET_MAX_MESSAGE_BYTES} bytes; "
+                        "strip audio before mirroring."
+                    ),
+                    seq=events.leading_seq(text_data),
+                )
+            )
+            return
+        try:
+            data = json.loads(text_data)
+        except (ValueError, RecursionError):
+            await self.send_json(events.error(code="invalid_json", message="Send valid JSON."))
+            return
+        await self.receive_json(data)
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        try:
+            message = events.browser_message_parse(content)
+        except events.MessageInvalid as invalid:
+            await self.send_json(
+                events.error(code=invalid.code, message=invalid.message, seq=invalid.seq)
+            )
+            return
+        if message["type"] == "mirror.hangup":
+            await self._hang_up()
+            return
+        await self._mirror(message)
+
+    async def _mirror(self, message: events.MirrorEvent) -> None:
+        assert self.session is not None
+        seq, event = message["seq"], message["event"]
+        call: events.FunctionCall | None = None
+        if message["direction"] == "received" and event["type"] == events.FUNCTION_CALL_DONE:
+            try:
+                call = events.function_call_parse(event)
+            except events.MessageInvalid as invalid:
+                # Kept in the timeline, but nothing to execute.
+                await self.send_json(events.error(code=invalid.code, message=invalid.message))
+        try:
+            await database_sync_to_async(services.voice_event_record)(
+                session=self.session, event=message
+            )
+        except services.VoiceSessionClosed as closed:
+            await self._end(reason=closed.reason)
+            return
+        if call is not None:
+            # Even for a resent seq: a repeat returns the stored output, and the browser
+            # may have missed the first tool.result when its socket dropped.
+            result = await database_sync_to_async(tools.tool_call_execute)(
+                session=self.session,
+                call_id=call["call_id"],
+                name=call["name"],
+                arguments=call["arguments"],
+            )
+            await self.send_json(
+                events.tool_result(
+                    call_id=result.call_id, name=result.name, output=result.output_text
+                )
+            )
+        await self.send_json(events.mirror_ack(seq=seq))
+
+    async def _hang_up(self) -> None:
+        assert self.session is not None
+        ended = await database_sync_to_async(services.voice_session_end)(
+            session=self.session, reason="hangup"
+        )
+        if not ended:
+            await self._end(reason=self.session.end_reason or "ended")
+        # Otherwise the group message announcing the end closes this socket.
+
+    async def session_ended(self, message: dict[str, Any]) -> None:
+        """On `session.ended` to the session's group (hang-up, or staff ended it)."""
+        await self._end(reason=str(message.get("reason", "ended")))
+
+    async def _end(self, *, reason: str) -> None:
+        await self.send_json(events.session_ended(reason=reason))
+        await self.close(code=CLOSE_SESSION_ENDED)

@@ -1,0 +1,182 @@
+"""The mirror socket's event catalogue (`ws/voice/<session_id>/`): every message, both ways.
+
+The browser forwards each data-channel event it sends or receives (audio payloads
+stripped) so the server can keep the timeline and run the assistant's tool calls.
+
+Browser → server
+- `mirror.event` {seq: int ≥ 1, unique per session and increasing,
+                  direction: "sent" (browser → upstream) | "received" (upstream → browser),
+                  event: the data-channel event object, with a string `type`}
+  Keep each event in a resend buffer until its `mirror.ack` (or an `error` naming its
+  seq) arrives; after a reconnect resend what is left, with the same seq numbers.
+- `mirror.hangup` {} — the user hung up; the server ends the session.
+
+Server → browser
+- `mirror.ack` {seq} — the event is stored (or was already): drop it from the buffer.
+- `tool.result` {call_id, name, output: JSON string} — a received
+  `response.function_call_arguments.done` was executed (or, for a resent call_id, its
+  stored output repeated: answer each call_id once). Send `conversation.item.create`
+  {item: {type: "function_call_output", call_id, output}} then `response.create`.
+  Sent before the ack of the event that asked for it.
+- `session.ended` {reason} — the session is over (hang-up, or ended by staff); the socket
+  closes right after. Hang up the call.
+- `error` {code, message, seq?} — a message was refused and never executed. With `seq`,
+  that event will never be stored: drop it, do not resend.
+
+Unknown message types, unknown fields and malformed values are refused with `error`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal, TypedDict
+
+MAX_SEQ = 2**31 - 1  # VoiceEvent.seq is a PositiveIntegerField
+MAX_EVENT_TYPE_CHARS = 100
+Direction = Literal["sent", "received"]
+DIRECTIONS: tuple[str, ...] = ("sent", "received")
+_EVENT_TYPE = re.compile(r"[A-Za-z0-9_.\-]{1,100}")
+_LEADING_SEQ = re.compile(r'^\s*\{[^{]{0,200}?"seq"\s*:\s*(\d{1,10})\b')
+
+
+# --- Browser → server ------------------------------------------------------------------
+
+
+class MirrorEvent(TypedDict):
+    type: Literal["mirror.event"]
+    seq: int
+    direction: Direction
+    event: dict[str, Any]
+
+
+class MirrorHangup(TypedDict):
+    type: Literal["mirror.hangup"]
+
+
+BrowserMessage = MirrorEvent | MirrorHangup
+
+
+class MessageInvalid(Exception):
+    """A browser message the catalogue refuses; `seq` when the event can be named."""
+
+    def __init__(self, code: str, message: str, *, seq: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.seq = seq
+
+
+def _valid_seq(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_SEQ
+
+
+def browser_message_parse(data: Any) -> BrowserMessage:
+    """Check a decoded browser message against the catalogue."""
+    if not isinstance(data, dict):
+        raise MessageInvalid("invalid_message", "Each message must be a JSON object.")
+    kind = data.get("type")
+    if kind == "mirror.hangup":
+        if set(data) != {"type"}:
+            raise MessageInvalid("invalid_message", "mirror.hangup takes no fields.")
+        return {"type": "mirror.hangup"}
+    if kind != "mirror.event":
+        raise MessageInvalid("unknown_type", "Unknown message type; expected mirror.event.")
+    seq = data.get("seq")
+    if not _valid_seq(seq):
+        raise MessageInvalid("invalid_seq", f"seq must be a whole number from 1 to {MAX_SEQ}.")
+    assert isinstance(seq, int)
+    extra = set(data) - {"type", "seq", "direction", "event"}
+    if extra:
+        raise MessageInvalid(
+            "invalid_message", f"Unknown field “{sorted(extra)[0][:40]}”.", seq=seq
+        )
+    direction = data.get("direction")
+    if direction not in DIRECTIONS:
+        raise MessageInvalid("invalid_direction", "direction must be sent or received.", seq=seq)
+    event = data.get("event")
+    if not isinstance(event, dict):
+        raise MessageInvalid("invalid_event", "event must be a JSON object.", seq=seq)
+    event_type = event.get("type")
+    if not isinstance(event_type, str) or not _EVENT_TYPE.fullmatch(event_type):
+        raise MessageInvalid(
+            "invalid_event", "event.type must be a data-channel event name.", seq=seq
+        )
+    return {"type": "mirror.event", "seq": seq, "direction": direction, "event": event}
+
+
+def leading_seq(text: str) -> int | None:
+    """The seq near the start of a frame too large to decode, so the browser can drop it."""
+    match = _LEADING_SEQ.match(text[:300])
+    if match is None:
+        return None
+    seq = int(match.group(1))
+    return seq if _valid_seq(seq) else None
+
+
+# --- Data-channel events the server acts on ---------------------------------------------
+
+
+class FunctionCall(TypedDict):
+    call_id: str
+    name: str
+    arguments: Any
+
+
+FUNCTION_CALL_DONE = "response.function_call_arguments.done"
+
+
+def function_call_parse(event: dict[str, Any]) -> FunctionCall:
+    """The call in a `response.function_call_arguments.done`; arguments are checked later."""
+    call_id, name = event.get("call_id"), event.get("name")
+    if not isinstance(call_id, str) or not 1 <= len(call_id) <= 100:
+        raise MessageInvalid("invalid_tool_call", "The function call has no usable call_id.")
+    if not isinstance(name, str) or not 1 <= len(name) <= 100:
+        raise MessageInvalid("invalid_tool_call", "The function call has no usable name.")
+    return {"call_id": call_id, "name": name, "arguments": event.get("arguments")}
+
+
+# --- Server → browser ------------------------------------------------------------------
+
+
+class MirrorAck(TypedDict):
+    type: Literal["mirror.ack"]
+    seq: int
+
+
+class ToolResult(TypedDict):
+    type: Literal["tool.result"]
+    call_id: str
+    name: str
+    output: str
+
+
+class SessionEnded(TypedDict):
+    type: Literal["session.ended"]
+    reason: str
+
+
+def mirror_ack(*, seq: int) -> MirrorAck:
+    return {"type": "mirror.ack", "seq": seq}
+
+
+def tool_result(*, call_id: str, name: str, output: str) -> ToolResult:
+    return {"type": "tool.result", "call_id": call_id, "name": name, "output": output}
+
+
+def session_ended(*, reason: str) -> SessionEnded:
+    return {"type": "session.ended", "reason": reason}
+
+
+def error(*, code: str, message: str, seq: int | None = None) -> dict[str, Any]:
+    message_out: dict[str, Any] = {"type": "error", "code": code, "message": message}
+    if seq is not None:
+        message_out["seq"] = seq
+    return message_out
+
+
+# --- Channel-layer messages to group voice_session_group_name(id) -----------------------
+
+
+def session_ended_group_message(*, reason: str) -> dict[str, Any]:
+    """Handled by the mirror consumer's `session_ended`: tell the browser, then close."""
+    return {"type": "session.ended", "reason": reason}
