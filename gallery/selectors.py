@@ -120,3 +120,25 @@ def terminals_controlled_by(*, user: AnyUser) -> QuerySet[Terminal]:
         Q(owner_id=user.pk)
         | Q(memberships__user_id=user.pk, memberships__role=TerminalMembership.Role.CONTROLLER)
     ).distinct()
+
+
+def image_can_view(*, user: AnyUser, image: Image) -> bool:
+    """An image shows to whoever may watch its terminal; an image made outside any
+    terminal shows to everyone once ready, and to its owner and staff before that."""
+    terminal = image.terminal
+    if terminal is not None:
+        return terminal_can_watch(user=user, terminal=terminal)
+    if image.is_ready:
+        return True
+    return user.is_authenticated and (
+        image.owner_id == user.pk or bool(getattr(user, "is_staff", False))
+    )
+
+
+def images_visible_to(*, user: AnyUser, images: QuerySet[Image]) -> QuerySet[Image]:
+    """`images` without those made for terminals the user may not watch."""
+    if getattr(user, "is_staff", False):
+        return images
+    return images.filter(
+        Q(terminal__isnull=True) | Q(terminal__in=terminals_visible_to(user=user).values("pk"))
+    )

@@ -190,3 +190,16 @@ def _enqueue_generation(image: Image) -> None:
 
     result = generate_image.enqueue(image_id=image.pk)
     Image.objects.filter(pk=image.pk).update(task_id=str(result.id))
+
+
+def image_regenerate(*, image: Image) -> Image:
+    """Queue an image's generation again (a failed job, or one lost with its worker)."""
+    with transaction.atomic():
+        locked = Image.objects.select_for_update().get(pk=image.pk)
+        locked.status = Image.Status.QUEUED
+        locked.progress = 0
+        locked.error = ""
+        locked.save(update_fields=["status", "progress", "error", "updated_at"])
+        transaction.on_commit(lambda: _enqueue_generation(locked))
+        transaction.on_commit(lambda: broadcast.image_changed(image=locked))
+    return locked

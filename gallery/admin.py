@@ -1,0 +1,140 @@
+"""Staff views of images and terminals, with previews and a way to retry generation."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.html import format_html
+
+from gallery import services
+from gallery.models import Image, Terminal, TerminalMembership
+
+# Sizes come from a stylesheet: the site's Content-Security-Policy refuses inline styles.
+ADMIN_MEDIA_CSS = {"all": ("css/admin.css",)}
+
+
+def _preview(image: Image | None, *, size: str) -> str:
+    if image is None or not image.thumbnail:
+        return "—"
+    return format_html(
+        '<img class="gallery-preview gallery-preview--{}" src="{}" alt="{}">',
+        size,
+        image.thumbnail.url,
+        str(image),
+    )
+
+
+@admin.register(Image)
+class ImageAdmin(admin.ModelAdmin):
+    list_display = (
+        "thumbnail_preview",
+        "__str__",
+        "owner",
+        "status",
+        "provider",
+        "terminal",
+        "created_at",
+    )
+    list_display_links = ("thumbnail_preview", "__str__")
+    list_filter = ("status", "provider", "owner")
+    search_fields = ("prompt", "title")
+    list_select_related = ("owner", "terminal")
+    date_hierarchy = "created_at"
+    raw_id_fields = ("owner", "terminal", "source")
+    readonly_fields = ("picture_preview", "task_id", "attempts", "created_at", "updated_at")
+    actions = ("regenerate",)
+
+    class Media:
+        css = ADMIN_MEDIA_CSS
+
+    fieldsets = (
+        (None, {"fields": ("picture_preview", "title", "prompt", "style", "description")}),
+        ("Where it belongs", {"fields": ("owner", "terminal", "source")}),
+        (
+            "Generation",
+            {
+                "fields": (
+                    "provider",
+                    "seed",
+                    "status",
+                    "progress",
+                    "error",
+                    "task_id",
+                    "attempts",
+                )
+            },
+        ),
+        ("Files", {"fields": ("file", "thumbnail", "width", "height")}),
+        ("Dates", {"fields": ("created_at", "updated_at")}),
+    )
+
+    @admin.display(description="Preview")
+    def thumbnail_preview(self, image: Image) -> str:
+        return _preview(image, size="small")
+
+    @admin.display(description="Picture")
+    def picture_preview(self, image: Image) -> str:
+        if not image.file:
+            return "—"
+        return format_html(
+            '<img class="gallery-preview gallery-preview--full" src="{}" alt="{}">',
+            image.file.url,
+            str(image),
+        )
+
+    @admin.action(description="Regenerate the selected images")
+    def regenerate(self, request: HttpRequest, queryset: QuerySet[Image]) -> None:
+        count = 0
+        for image in queryset:
+            services.image_regenerate(image=image)
+            count += 1
+        self.message_user(
+            request, f"Queued {count} image{'s' if count != 1 else ''} again.", messages.SUCCESS
+        )
+
+
+class TerminalMembershipInline(admin.TabularInline):
+    model = TerminalMembership
+    extra = 1
+    raw_id_fields = ("user",)
+    fields = ("user", "role")
+
+
+@admin.register(Terminal)
+class TerminalAdmin(admin.ModelAdmin):
+    list_display = ("current_preview", "name", "slug", "owner", "is_public", "version")
+    list_display_links = ("current_preview", "name")
+    list_filter = ("is_public",)
+    search_fields = ("name", "slug")
+    list_select_related = ("owner", "current_image")
+    prepopulated_fields = {"slug": ("name",)}
+    raw_id_fields = ("owner", "current_image")
+    readonly_fields = ("current_preview", "version", "created_at")
+    fields = (
+        "name",
+        "slug",
+        "owner",
+        "is_public",
+        "current_preview",
+        "current_image",
+        "version",
+        "created_at",
+    )
+    inlines = (TerminalMembershipInline,)
+
+    class Media:
+        css = ADMIN_MEDIA_CSS
+
+    @admin.display(description="Now showing")
+    def current_preview(self, terminal: Terminal) -> str:
+        return _preview(terminal.current_image, size="medium")
+
+
+@admin.register(TerminalMembership)
+class TerminalMembershipAdmin(admin.ModelAdmin):
+    list_display = ("terminal", "user", "role")
+    list_filter = ("role", "terminal")
+    search_fields = ("terminal__name", "user__username")
+    list_select_related = ("terminal", "user")
+    raw_id_fields = ("terminal", "user")

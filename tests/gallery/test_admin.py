@@ -1,0 +1,121 @@
+"""The admin pages staff use to look after images and terminals."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+from django_tasks_db.models import DBTaskResult
+
+from gallery.models import Image, Terminal
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def staff(make_user: Callable[..., Any]) -> Client:
+    client = Client()
+    client.force_login(make_user("curator", is_staff=True, is_superuser=True))
+    return client
+
+
+def test_image_list_shows_thumbnails_filters_and_searches(
+    staff: Client, make_image: Callable[..., Image]
+) -> None:
+    fox = make_image(prompt="a red fox")
+    make_image(prompt="a grey owl")
+
+    listing = staff.get(reverse("admin:gallery_image_changelist"))
+    searched = staff.get(reverse("admin:gallery_image_changelist"), {"q": "fox"})
+
+    html = listing.content.decode()
+    assert listing.status_code == 200
+    assert f'src="{fox.thumbnail.url}"' in html
+    assert "By status" in html and "By provider" in html and "By owner" in html
+    assert [image.pk for image in searched.context["cl"].result_list] == [fox.pk]
+
+
+def test_image_change_page_previews_the_picture(
+    staff: Client, make_image: Callable[..., Image]
+) -> None:
+    image = make_image(prompt="a lighthouse")
+
+    response = staff.get(reverse("admin:gallery_image_change", args=[image.pk]))
+
+    assert response.status_code == 200
+    assert f'src="{image.file.url}"' in response.content.decode()
+
+
+def test_regenerate_action_requeues_failed_images(
+    staff: Client, make_image: Callable[..., Image], django_capture_on_commit_callbacks: Any
+) -> None:
+    failed = make_image(prompt="a storm", status=Image.Status.FAILED, error="Upstream timed out.")
+    untouched = make_image(prompt="a calm sea")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = staff.post(
+            reverse("admin:gallery_image_changelist"),
+            {"action": "regenerate", "_selected_action": [failed.pk]},
+            follow=True,
+        )
+
+    failed.refresh_from_db()
+    untouched.refresh_from_db()
+    assert response.status_code == 200
+    assert "Queued 1 image again." in response.content.decode()
+    assert failed.status == Image.Status.QUEUED
+    assert failed.error == ""
+    assert untouched.status == Image.Status.READY
+    job = DBTaskResult.objects.get()
+    assert job.args_kwargs["kwargs"] == {"image_id": failed.pk}
+    assert failed.task_id == str(job.id)
+
+
+def test_terminal_pages_preview_the_current_image_and_inline_memberships(
+    staff: Client,
+    make_terminal: Callable[..., Terminal],
+    make_user: Callable[..., Any],
+    add_member: Callable[..., Any],
+) -> None:
+    terminal = make_terminal(slug="lobby", images=2)
+    add_member(terminal, make_user("guest"), role="viewer")
+    current = terminal.current_image
+    assert current is not None
+
+    listing = staff.get(reverse("admin:gallery_terminal_changelist"))
+    change = staff.get(reverse("admin:gallery_terminal_change", args=[terminal.pk]))
+
+    assert f'src="{current.thumbnail.url}"' in listing.content.decode()
+    html = change.content.decode()
+    assert change.status_code == 200
+    assert f'src="{current.thumbnail.url}"' in html
+    assert "memberships-TOTAL_FORMS" in html
+    assert 'value="viewer" selected' in html
+
+
+def test_membership_list_renders(
+    staff: Client,
+    make_terminal: Callable[..., Terminal],
+    make_user: Callable[..., Any],
+    add_member: Callable[..., Any],
+) -> None:
+    add_member(make_terminal(slug="lobby", images=0), make_user("guest"))
+
+    response = staff.get(reverse("admin:gallery_terminalmembership_changelist"))
+
+    assert response.status_code == 200
+    assert "guest" in response.content.decode()
+
+
+def test_admin_is_closed_to_people_who_are_not_staff(
+    make_user: Callable[..., Any],
+) -> None:
+    client = Client()
+    client.force_login(make_user())
+
+    response = client.get(reverse("admin:gallery_image_changelist"))
+
+    assert response.status_code == 302
