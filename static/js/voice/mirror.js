@@ -85,6 +85,11 @@ export class Mirror {
         this._maybeFinishRetirement();
         return;
       }
+      // An event the server refused will be refused again: resending it cannot help.
+      if (data.type === "error" && Number.isInteger(data.seq)) {
+        this.pending.delete(data.seq);
+        this._maybeFinishRetirement();
+      }
       const handler = this.handlers[data.type];
       if (handler) handler(data);
     };

@@ -22,12 +22,10 @@ function parseToolOutput(output) {
   }
 }
 
-function toolFailureMessage(result) {
-  const error = result.error;
-  if (typeof error === "string") return error;
-  if (error && typeof error.message === "string") return error.message;
-  if (typeof result.message === "string") return result.message;
-  return "The request could not be carried out.";
+// Tool outputs are `{"ok", "message", ...}`: the message is a sentence meant for people.
+function toolMessage(result, fallback) {
+  if (typeof result.message === "string" && result.message) return result.message;
+  return fallback;
 }
 
 export class VoiceSession {
@@ -228,10 +226,10 @@ export class VoiceSession {
         const result = parseToolOutput(message.output);
         if (result.ok) {
           this.earcons.play("success");
-          this.ui.notice("tool-ok", `${message.name || "Tool"}: done.`);
+          this.ui.notice("tool-ok", toolMessage(result, "Done."));
         } else {
           this.earcons.play("failure");
-          this.ui.notice("tool-failed", `${message.name || "Tool"}: ${toolFailureMessage(result)}`);
+          this.ui.notice("tool-failed", toolMessage(result, "That could not be done."));
         }
       },
       "session.ended": (message) => {
