@@ -99,7 +99,14 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000, "expiry": 30},
+            "CONFIG": {
+                # redis-py 8 times reads out after 5 s by default, exactly as long as
+                # channels_redis blocks waiting for a message: every idle socket would
+                # crash. A longer timeout still notices a Redis that went away.
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 15}],
+                "capacity": 1000,
+                "expiry": 30,
+            },
         }
     }
     CACHES = {

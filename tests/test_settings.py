@@ -223,7 +223,10 @@ def test_redis_url_switches_layer_cache_and_sessions_together() -> None:
         "import django; django.setup(); from django.conf import settings as s; "
         "print(s.CHANNEL_LAYERS['default']['BACKEND'], s.CACHES['default']['BACKEND'], "
         "s.SESSION_ENGINE, s.DATABASES['default']['ENGINE'], "
-        "s.DATABASES['default']['CONN_HEALTH_CHECKS'])"
+        "s.DATABASES['default']['CONN_HEALTH_CHECKS'], "
+        # A read timeout within channels_redis's blocking pop would crash idle sockets.
+        "s.CHANNEL_LAYERS['default']['CONFIG']['hosts'][0]['socket_timeout'] "
+        "> __import__('channels_redis.core').core.RedisChannelLayer.brpop_timeout)"
     )
     result = _run(
         ["-c", probe],
@@ -239,5 +242,6 @@ def test_redis_url_switches_layer_cache_and_sessions_together() -> None:
         "django.core.cache.backends.redis.RedisCache",
         "django.contrib.sessions.backends.cached_db",
         "django.db.backends.postgresql",
+        "True",
         "True",
     ]
