@@ -1,8 +1,58 @@
-"""Background jobs of the gallery (run by the django-tasks database worker)."""
+"""Background jobs of the gallery (run by the django-tasks database worker, `db_worker`).
 
-from django_tasks import task
+Tasks hold no logic: they call services in `gallery.generation`.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.utils import timezone
+from django_tasks import TaskContext, TaskResultStatus, task
+
+from gallery import generation
+
+logger = logging.getLogger(__name__)
+
+
+@task(takes_context=True)
+def generate_image(context: TaskContext, *, image_id: int) -> None:
+    """Draw one image. Schedules a stale-job check first, in case this worker dies."""
+    schedule_reaper()
+    generation.image_render(image_id=image_id, task_id=str(context.task_result.id))
 
 
 @task()
-def generate_image(*, image_id: int) -> None:
-    raise NotImplementedError
+def reap_stale_images() -> int:
+    """Rescue images a dead worker left behind; keeps checking while any are unfinished."""
+    handled = generation.image_requeue_stale()
+    if generation.unfinished_images_exist():
+        schedule_reaper()
+    return len(handled)
+
+
+def schedule_reaper() -> None:
+    """Enqueue one `reap_stale_images` for when a job starting now would count as lost.
+
+    At most one waits in the queue at a time, so a busy gallery does not pile them up.
+    """
+    backend = reap_stale_images.get_backend()
+    if not backend.supports_defer:
+        return
+    if _reaper_waiting():
+        return
+    delay = timedelta(seconds=settings.IMAGE_JOB_TIMEOUT_SECONDS + 1)
+    reap_stale_images.using(run_after=timezone.now() + delay).enqueue()
+
+
+def _reaper_waiting() -> bool:
+    from django_tasks_db.backend import DatabaseBackend
+    from django_tasks_db.models import DBTaskResult
+
+    if not isinstance(reap_stale_images.get_backend(), DatabaseBackend):
+        return False
+    return DBTaskResult.objects.filter(
+        task_path=reap_stale_images.module_path, status=TaskResultStatus.READY
+    ).exists()

@@ -1,0 +1,212 @@
+"""OpenAI's image API (gpt-image-1 and kin) over HTTPS: the only module that talks to it."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+from django.conf import settings
+from PIL import Image, UnidentifiedImageError
+
+from gallery.providers.base import GeneratedImage, ImageProviderError, ProgressCallback
+from gallery.providers.prompt import describe_prompt
+
+logger = logging.getLogger(__name__)
+
+# The sizes the GPT image models accept; we always ask for the square one.
+REQUEST_SIZE = "1024x1024"
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class OpenAIImageConfig:
+    api_key: str
+    base_url: str
+    model: str
+    timeout_seconds: float
+
+    def __repr__(self) -> str:  # never let the key reach a log line or a traceback
+        return f"OpenAIImageConfig(base_url={self.base_url!r}, model={self.model!r})"
+
+
+class OpenAIImageProvider:
+    """Generates with the Images API; every failure becomes an `ImageProviderError`."""
+
+    name = "openai"
+
+    def __init__(self, config: OpenAIImageConfig) -> None:
+        self.config = config
+
+    @classmethod
+    def from_settings(cls) -> OpenAIImageProvider:
+        if not settings.OPENAI_API_KEY:
+            raise ImageProviderError(
+                "not_configured", "The OpenAI image generator is selected but no API key is set."
+            )
+        return cls(
+            OpenAIImageConfig(
+                api_key=settings.OPENAI_API_KEY,
+                base_url=settings.OPENAI_BASE_URL.rstrip("/"),
+                model=settings.OPENAI_IMAGE_MODEL,
+                timeout_seconds=settings.OPENAI_TIMEOUT_SECONDS,
+            )
+        )
+
+    def generate(
+        self,
+        *,
+        prompt: str,
+        style: str,
+        seed: int,
+        size: int,
+        progress: ProgressCallback,
+    ) -> GeneratedImage:
+        # The API has no seed; style is folded into the prompt the model reads.
+        full_prompt = f"{prompt}. Style: {style}." if style else prompt
+        progress(5)
+        payload = self._post(
+            {
+                "model": self.config.model,
+                "prompt": full_prompt,
+                "size": REQUEST_SIZE,
+                "quality": "medium",
+                "n": 1,
+                "output_format": "png",
+            }
+        )
+        progress(85)
+        png, width, height = _decode_image(payload)
+        title, description = describe_prompt(prompt, style)
+        progress(100)
+        return GeneratedImage(
+            png=png, width=width, height=height, title=title, description=description
+        )
+
+    def _post(self, body: dict[str, Any]) -> dict[str, Any]:
+        url = f"{self.config.base_url}/images/generations"
+        try:
+            response = requests.post(
+                url,
+                json=body,
+                headers={"Authorization": f"Bearer {self.config.api_key}"},
+                # Connecting should be quick; drawing takes up to a minute or two.
+                timeout=(min(10.0, self.config.timeout_seconds), self.config.timeout_seconds),
+            )
+        except requests.Timeout:
+            raise ImageProviderError(
+                "timeout", "The image service took too long to answer. Try again.", retryable=True
+            ) from None
+        except requests.RequestException as exc:
+            logger.warning("Image service unreachable: %s", type(exc).__name__)
+            raise ImageProviderError(
+                "unreachable",
+                "The image service could not be reached. Try again later.",
+                retryable=True,
+            ) from None
+        if response.status_code != 200:
+            raise _error_for(response)
+        if len(response.content) > MAX_RESPONSE_BYTES:
+            raise ImageProviderError("bad_response", "The image service sent an oversized answer.")
+        try:
+            payload = response.json()
+        except ValueError:
+            raise ImageProviderError(
+                "bad_response", "The image service sent an answer that could not be read."
+            ) from None
+        if not isinstance(payload, dict):
+            raise ImageProviderError(
+                "bad_response", "The image service sent an answer that could not be read."
+            )
+        return payload
+
+
+def _error_code(response: requests.Response) -> tuple[str, str]:
+    """The machine-readable `code` and `type` of an OpenAI error envelope, if any."""
+    try:
+        error = response.json().get("error") or {}
+    except (ValueError, AttributeError):
+        return "", ""
+    if not isinstance(error, dict):
+        return "", ""
+    return str(error.get("code") or ""), str(error.get("type") or "")
+
+
+def _error_for(response: requests.Response) -> ImageProviderError:
+    status = response.status_code
+    code, kind = _error_code(response)
+    # Log only what identifies the failure: the vendor's message may quote the prompt.
+    logger.warning("Image service refused: status=%s code=%s type=%s", status, code, kind)
+    if status == 401:
+        return ImageProviderError(
+            "auth_failed", "The image service rejected this site's API key. Ask an administrator."
+        )
+    if status == 403:
+        return ImageProviderError(
+            "forbidden",
+            "The image service refused this site's account (the organisation may need "
+            "verifying for this model). Ask an administrator.",
+        )
+    if code == "moderation_blocked" or (status == 400 and "safety" in kind):
+        return ImageProviderError(
+            "moderation_blocked",
+            "The image service declined this description as unsafe. Try describing it differently.",
+        )
+    if status == 429 and (code == "insufficient_quota" or kind == "insufficient_quota"):
+        return ImageProviderError(
+            "quota_exhausted",
+            "This site's image-generation quota is used up. Ask an administrator.",
+        )
+    if status == 429:
+        return ImageProviderError(
+            "rate_limited",
+            "The image service is busy right now. Try again in a minute.",
+            retryable=True,
+        )
+    if status >= 500:
+        return ImageProviderError(
+            "upstream_error",
+            "The image service had a problem. Try again in a few minutes.",
+            retryable=True,
+        )
+    if status == 400:
+        return ImageProviderError(
+            "rejected", "The image service could not use this description. Try rewording it."
+        )
+    return ImageProviderError(
+        "upstream_error", f"The image service answered with an unexpected status ({status})."
+    )
+
+
+def _decode_image(payload: dict[str, Any]) -> tuple[bytes, int, int]:
+    unreadable = ImageProviderError(
+        "bad_response", "The image service sent a picture that could not be read."
+    )
+    data = payload.get("data")
+    if not isinstance(data, list) or not data or not isinstance(data[0], dict):
+        raise unreadable
+    encoded = data[0].get("b64_json")
+    if not isinstance(encoded, str) or not encoded:
+        raise unreadable
+    try:
+        raw = base64.b64decode(encoded, validate=True)
+        with Image.open(io.BytesIO(raw)) as picture:
+            picture.load()
+            width, height = picture.size
+            if picture.format != "PNG":
+                buffer = io.BytesIO()
+                picture.convert("RGB").save(buffer, "PNG")
+                raw = buffer.getvalue()
+    except (
+        binascii.Error,
+        ValueError,
+        UnidentifiedImageError,
+        OSError,
+        Image.DecompressionBombError,
+    ):
+        raise unreadable from None
+    return raw, width, height
