@@ -11,7 +11,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
-from artterminal.groups import voice_session_group_name
+from artterminal.groups import user_group_name, voice_session_group_name
 from gallery import selectors as gallery_selectors
 from voice import events, selectors, services, tools
 from voice.models import VoiceSession
@@ -36,7 +36,13 @@ class VoiceMirrorConsumer(AsyncJsonWebsocketConsumer):
     """One browser's mirror of one voice session."""
 
     session: VoiceSession | None = None
-    group_name: str = ""
+    groups_joined: list[str]
+    ending: bool
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.groups_joined = []
+        self.ending = False
 
     async def connect(self) -> None:
         """On the handshake: only the session's owner, while it is open, still in control."""
@@ -47,14 +53,16 @@ class VoiceMirrorConsumer(AsyncJsonWebsocketConsumer):
             await self.close()
             return
         self.session = session
-        self.group_name = voice_session_group_name(session.pk)
-        await self.channel_layer.group_add(self.group_name, self.channel_name)
+        # The user's group too: logging out ends the call (gallery.broadcast.user_sockets_close).
+        self.groups_joined = [voice_session_group_name(session.pk), user_group_name(user.pk)]
+        for group in self.groups_joined:
+            await self.channel_layer.group_add(group, self.channel_name)
         await self.accept()
 
     async def disconnect(self, code: int) -> None:
-        """On close: leave the group. The session stays open, so the browser can reconnect."""
-        if self.group_name:
-            await self.channel_layer.group_discard(self.group_name, self.channel_name)
+        """On close: leave the groups. The session stays open, so the browser can reconnect."""
+        for group in self.groups_joined:
+            await self.channel_layer.group_discard(group, self.channel_name)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """On each frame: size and JSON checks here, then the catalogue, then a service."""
@@ -106,41 +114,50 @@ class VoiceMirrorConsumer(AsyncJsonWebsocketConsumer):
                 # Kept in the timeline, but nothing to execute.
                 await self.send_json(events.error(code=invalid.code, message=invalid.message))
         try:
-            await database_sync_to_async(services.voice_event_record)(
+            stored = await database_sync_to_async(services.voice_event_record)(
                 session=self.session, event=message
             )
         except services.VoiceSessionClosed as closed:
             await self._end(reason=closed.reason)
             return
         if call is not None:
-            # Even for a resent seq: a repeat returns the stored output, and the browser
-            # may have missed the first tool.result when its socket dropped.
             result = await database_sync_to_async(tools.tool_call_execute)(
                 session=self.session,
                 call_id=call["call_id"],
                 name=call["name"],
                 arguments=call["arguments"],
             )
-            await self.send_json(
-                events.tool_result(
-                    call_id=result.call_id, name=result.name, output=result.output_text
+            # A resent seq was never acked, so its tool.result may have been lost with
+            # the socket: repeat it. A new seq repeating an answered call_id gets none,
+            # since the browser already has that call's result.
+            if not result.replayed or not stored:
+                await self.send_json(
+                    events.tool_result(
+                        call_id=result.call_id, name=result.name, output=result.output_text
+                    )
                 )
-            )
         await self.send_json(events.mirror_ack(seq=seq))
 
-    async def _hang_up(self) -> None:
+    async def _hang_up(self, *, reason: str = "hangup") -> None:
         assert self.session is not None
         ended = await database_sync_to_async(services.voice_session_end)(
-            session=self.session, reason="hangup"
+            session=self.session, reason=reason
         )
         if not ended:
-            await self._end(reason=self.session.end_reason or "ended")
+            await self._end(reason="ended")
         # Otherwise the group message announcing the end closes this socket.
 
     async def session_ended(self, message: dict[str, Any]) -> None:
         """On `session.ended` to the session's group (hang-up, or staff ended it)."""
         await self._end(reason=str(message.get("reason", "ended")))
 
+    async def user_logout(self, message: dict[str, Any]) -> None:
+        """On `user.logout` to the user's group: the login behind this call is gone."""
+        await self._hang_up(reason="logged out")
+
     async def _end(self, *, reason: str) -> None:
+        if self.ending:  # a hang-up's own announcement can follow its direct reply
+            return
+        self.ending = True
         await self.send_json(events.session_ended(reason=reason))
         await self.close(code=CLOSE_SESSION_ENDED)

@@ -14,10 +14,11 @@ Browser → server
 Server → browser
 - `mirror.ack` {seq} — the event is stored (or was already): drop it from the buffer.
 - `tool.result` {call_id, name, output: JSON string} — a received
-  `response.function_call_arguments.done` was executed (or, for a resent call_id, its
-  stored output repeated: answer each call_id once). Send `conversation.item.create`
+  `response.function_call_arguments.done` was executed. Send `conversation.item.create`
   {item: {type: "function_call_output", call_id, output}} then `response.create`.
-  Sent before the ack of the event that asked for it.
+  Sent before the ack of the event that asked for it. A resent event (same seq, never
+  acked) gets the stored result again, as the first may have been lost: answer each
+  call_id once. The same call_id under a new seq is not executed and gets no result.
 - `session.ended` {reason} — the session is over (hang-up, or ended by staff); the socket
   closes right after. Hang up the call.
 - `error` {code, message, seq?} — a message was refused and never executed. With `seq`,
