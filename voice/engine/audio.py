@@ -1,0 +1,134 @@
+"""Audio between a WebRTC peer and the speech core.
+
+In: aiortc decodes Opus to 48 kHz stereo s16; the speech core wants 16 kHz mono s16le.
+Out: the speech core's PCM becomes 20 ms frames on a track paced to the wall clock,
+silence when idle, so the browser hears a steady stream and a clear stops it at once.
+Each direction keeps one stateful resampler: a fresh one per frame clicks at every
+frame boundary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import time
+
+import av
+import numpy as np
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+SPEECH_RATE = 16_000
+OUTPUT_RATE = 48_000
+FRAME_SAMPLES = OUTPUT_RATE // 50  # 20 ms
+FRAME_BYTES = FRAME_SAMPLES * 2
+_TIME_BASE = fractions.Fraction(1, OUTPUT_RATE)
+
+
+def _frame_bytes(frames: list[av.AudioFrame]) -> bytes:
+    return b"".join(frame.to_ndarray().tobytes() for frame in frames)
+
+
+class InboundAudio:
+    """Turns the peer's decoded frames into 16 kHz mono s16le for VAD and STT."""
+
+    def __init__(self) -> None:
+        self._resampler = av.AudioResampler(format="s16", layout="mono", rate=SPEECH_RATE)
+
+    def convert(self, frame: av.AudioFrame) -> bytes:
+        # Timestamps with gaps (lost packets) would make the resampler pad or drop;
+        # the speech core wants the audio that arrived, in order.
+        frame.pts = None
+        return _frame_bytes(self._resampler.resample(frame))
+
+
+class Playback:
+    """One stretch of queued speech: when it started playing and when it ended."""
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+        self.finished = asyncio.Event()
+        self.cleared = False
+
+
+class OutgoingAudioTrack(MediaStreamTrack):
+    """The assistant's voice: queued PCM in 20 ms frames on the wall clock, else silence."""
+
+    kind = "audio"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._buffer = bytearray()
+        self._resampler: av.AudioResampler | None = None
+        self._resampler_rate = 0
+        self._playback: Playback | None = None
+        self._start: float | None = None
+        self._pts = 0
+
+    def play(self, pcm: bytes, sample_rate: int) -> Playback:
+        """Queue mono s16le speech; the returned Playback reports start and end."""
+        if self._resampler is None or sample_rate != self._resampler_rate:
+            self._resampler = av.AudioResampler(format="s16", layout="mono", rate=OUTPUT_RATE)
+            self._resampler_rate = sample_rate
+        samples = np.frombuffer(pcm[: len(pcm) - len(pcm) % 2], dtype="<i2").reshape(1, -1)
+        frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
+        frame.sample_rate = sample_rate
+        self._buffer.extend(_frame_bytes(self._resampler.resample(frame)))
+        if self._playback is not None and not self._playback.finished.is_set():
+            self._playback.finished.set()
+        playback = Playback()
+        self._playback = playback
+        if not self._buffer:
+            playback.started.set()
+            playback.finished.set()
+        return playback
+
+    def clear(self) -> bool:
+        """Drop every unplayed sample now; True when speech was cut off."""
+        had_audio = bool(self._buffer)
+        self._buffer.clear()
+        playback, self._playback = self._playback, None
+        if playback is not None and not playback.finished.is_set():
+            playback.cleared = True
+            playback.finished.set()
+            return True
+        return had_audio
+
+    @property
+    def playing(self) -> bool:
+        return bool(self._buffer)
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._start is None:
+            self._start = time.monotonic()
+        else:
+            self._pts += FRAME_SAMPLES
+            delay = self._start + self._pts / OUTPUT_RATE - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            elif delay < -0.2:
+                # The sender stalled (a busy loop): resume from now rather than burst.
+                self._start = time.monotonic() - self._pts / OUTPUT_RATE
+        chunk = bytes(self._buffer[:FRAME_BYTES])
+        del self._buffer[:FRAME_BYTES]
+        playback = self._playback
+        if playback is not None:
+            if chunk:
+                playback.started.set()
+            if not self._buffer and not chunk:
+                playback.finished.set()
+                self._playback = None
+        frame = av.AudioFrame.from_ndarray(
+            np.frombuffer(chunk.ljust(FRAME_BYTES, b"\0"), dtype="<i2").reshape(1, -1),
+            format="s16",
+            layout="mono",
+        )
+        frame.sample_rate = OUTPUT_RATE
+        frame.pts = self._pts
+        frame.time_base = _TIME_BASE
+        return frame
+
+    def stop(self) -> None:
+        self.clear()
+        super().stop()

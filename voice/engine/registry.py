@@ -1,0 +1,69 @@
+"""The live calls of this process: the cap, lookup for hangup, and the time limits.
+
+Calls live on the event loop of the process that answered the SDP offer, so the
+registry is per process; the cap (ENGINE_MAX_CALLS) bounds each process's CPU for
+speech recognition and synthesis.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+
+from voice.engine.errors import EngineError
+from voice.engine.events import new_id
+
+if TYPE_CHECKING:
+    from voice.engine.call import Call
+
+# A peer that has not connected by then never will (it went away mid-handshake).
+CONNECT_TIMEOUT_SECONDS = 30.0
+# OpenAI ends a Realtime session after 60 minutes; so does the engine.
+MAX_CALL_SECONDS = 60 * 60.0
+
+
+class CallRegistry:
+    def __init__(self) -> None:
+        self._calls: dict[str, Call] = {}
+        self._reserved: set[str] = set()
+        self.connect_timeout_seconds = CONNECT_TIMEOUT_SECONDS
+        self.max_call_seconds = MAX_CALL_SECONDS
+
+    def __len__(self) -> int:
+        return len(self._calls) + len(self._reserved)
+
+    def check_capacity(self) -> None:
+        if len(self) >= settings.ENGINE_MAX_CALLS:
+            raise EngineError(
+                f"The engine is at its limit of {settings.ENGINE_MAX_CALLS} concurrent calls; "
+                "try again when a call has ended.",
+                status=503,
+                type="server_error",
+                code="too_many_calls",
+            )
+
+    def reserve(self) -> str:
+        """Hold a slot for a call being set up (no await between check and hold)."""
+        self.check_capacity()
+        call_id = new_id("rtc")
+        self._reserved.add(call_id)
+        return call_id
+
+    def release(self, call_id: str) -> None:
+        self._reserved.discard(call_id)
+        self._calls.pop(call_id, None)
+
+    def add(self, call: Call) -> None:
+        self._reserved.discard(call.id)
+        if not call.closed:
+            self._calls[call.id] = call
+
+    def get(self, call_id: str) -> Call | None:
+        return self._calls.get(call_id)
+
+    def calls(self) -> list[Call]:
+        return list(self._calls.values())
+
+
+registry = CallRegistry()
