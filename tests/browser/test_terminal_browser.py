@@ -1,0 +1,104 @@
+"""The terminal page in real Chromium against a real Daphne: what one controller does,
+every other window shows, live and without a reload."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.browser.conftest import LiveSite, SeededTerminal
+
+sync_api = pytest.importorskip("playwright.sync_api")
+expect = sync_api.expect
+
+pytestmark = pytest.mark.browser
+
+CURRENT = "#terminal-current"
+
+
+def open_terminal(page: Any, terminal: SeededTerminal) -> Any:
+    page.goto(terminal.path)
+    expect(page.locator("#terminal")).to_have_attribute("data-connection", "open")
+    return page
+
+
+def current_in_database(site: LiveSite, terminal: SeededTerminal) -> tuple[int, int]:
+    [(image_id, version)] = site.query(
+        "SELECT current_image_id, version FROM gallery_terminal WHERE id = ?", terminal.id
+    )
+    return int(image_id), int(version)
+
+
+def test_arrow_key_of_a_controller_moves_an_anonymous_viewer_without_reload(
+    live_site: LiveSite, new_page: Callable[..., Any]
+) -> None:
+    terminal = live_site.seed_terminal("arrow-keys", images=4)
+    first, second, *_, last = terminal.image_ids
+    controller = open_terminal(new_page("controller"), terminal)
+    viewer = open_terminal(new_page(), terminal)
+    expect(viewer.locator(CURRENT)).to_have_attribute("data-image-id", str(first))
+    expect(viewer.locator("#terminal-viewers")).to_have_text("2")
+    # Survives only if the page is never reloaded.
+    viewer.evaluate("window.sameDocument = true")
+
+    controller.keyboard.press("ArrowRight")
+
+    expect(viewer.locator(CURRENT)).to_have_attribute("data-image-id", str(second))
+    expect(viewer.locator(CURRENT)).to_have_attribute("data-version", "1")
+    expect(viewer.locator("#terminal-position")).to_have_text("2 of 4")
+    expect(viewer.locator("#terminal-picture")).to_have_attribute("alt", "Study 2")
+    expect(viewer.locator('.strip__item[aria-current="true"]')).to_have_count(1)
+    assert viewer.evaluate("window.sameDocument") is True
+    expect(controller.locator(CURRENT)).to_have_attribute("data-image-id", str(second))
+    assert current_in_database(live_site, terminal) == (second, 1)
+
+    controller.keyboard.press("End")
+    expect(viewer.locator(CURRENT)).to_have_attribute("data-image-id", str(last))
+    controller.keyboard.press("Home")
+    expect(viewer.locator(CURRENT)).to_have_attribute("data-image-id", str(first))
+    assert viewer.evaluate("window.sameDocument") is True
+
+
+def test_a_viewer_without_control_rights_has_no_controls_and_keys_do_nothing(
+    live_site: LiveSite, new_page: Callable[..., Any]
+) -> None:
+    terminal = live_site.seed_terminal("just-watching", images=3)
+    viewer = open_terminal(new_page("viewer"), terminal)
+
+    expect(viewer.locator("#terminal-controls")).to_be_hidden()
+    viewer.keyboard.press("ArrowRight")
+    viewer.keyboard.press("End")
+    # The page sends nothing, so the server's state stays where it was.
+    viewer.wait_for_timeout(500)
+    assert current_in_database(live_site, terminal) == (terminal.image_ids[0], 0)
+    expect(viewer.locator(CURRENT)).to_have_attribute("data-image-id", str(terminal.image_ids[0]))
+
+
+def test_buttons_and_thumbnails_navigate_for_a_controller(
+    live_site: LiveSite, new_page: Callable[..., Any]
+) -> None:
+    terminal = live_site.seed_terminal("buttons", images=4)
+    controller = open_terminal(new_page("controller"), terminal)
+    viewer = open_terminal(new_page(), terminal)
+
+    controller.get_by_role("button", name="Previous").click()
+    expect(viewer.locator(CURRENT)).to_have_attribute(
+        "data-image-id",
+        str(terminal.image_ids[-1]),  # a shared display wraps around
+    )
+    controller.get_by_role("button", name="Show Study 2 (number 2)").click()
+    expect(viewer.locator(CURRENT)).to_have_attribute("data-image-id", str(terminal.image_ids[1]))
+
+
+def test_private_terminal_is_not_shown_to_anonymous_visitors(
+    live_site: LiveSite, new_page: Callable[..., Any]
+) -> None:
+    terminal = live_site.seed_terminal("backroom", images=1, public=False)
+    page = new_page()
+
+    response = page.goto(terminal.path)
+
+    assert response is not None and response.status == 404
+    expect(page.locator(CURRENT)).to_have_count(0)
