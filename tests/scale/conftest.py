@@ -116,6 +116,54 @@ def redis_database() -> Iterator[str]:
         client.flushdb()
 
 
+def base_environment(**settings: str) -> dict[str, str]:
+    """A child process's environment: the system's basics, none of the developer's
+    settings, plus `settings`."""
+    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")
+    env = {k: v for k, v in os.environ.items() if k in keep}
+    env.update(
+        PYTHONUNBUFFERED="1",
+        DJANGO_SETTINGS_MODULE="artterminal.settings",
+        SECRET_KEY=secrets.token_urlsafe(60),
+        LOG_LEVEL="WARNING",
+    )
+    env.update(settings)
+    return env
+
+
+def django_python(code: str, *, env: dict[str, str], timeout: float = 120) -> Any:
+    """Run `code` in a fresh Django process with `env`. The code assigns its answer to
+    `result`, which comes back through JSON."""
+    program = (
+        "import json, django\ndjango.setup()\nresult = None\n"
+        f"{code}\n"
+        "print('\\n@@result@@' + json.dumps(result))\n"
+    )
+    finished = subprocess.run(
+        [sys.executable, "-c", program],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if finished.returncode != 0:
+        raise AssertionError(f"Django code failed:\n{finished.stderr[-4000:]}")
+    return json.loads(finished.stdout.rpartition("@@result@@")[2])
+
+
+def migrate(env: dict[str, str]) -> None:
+    finished = subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert finished.returncode == 0, finished.stderr
+
+
 @dataclass
 class Cluster:
     """Two Daphne processes and a task worker sharing PostgreSQL and Redis."""
@@ -135,24 +183,8 @@ class Cluster:
         return f"http://127.0.0.1:{self.ports[index]}"
 
     def python(self, code: str, *, timeout: float = 120) -> Any:
-        """Run `code` in a fresh Django process against the cluster's database and Redis.
-        The code assigns its answer to `result`, which comes back through JSON."""
-        program = (
-            "import json, django\ndjango.setup()\nresult = None\n"
-            f"{code}\n"
-            "print('\\n@@result@@' + json.dumps(result))\n"
-        )
-        finished = subprocess.run(
-            [sys.executable, "-c", program],
-            cwd=ROOT,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-        if finished.returncode != 0:
-            raise AssertionError(f"Cluster code failed:\n{finished.stderr[-4000:]}")
-        return json.loads(finished.stdout.rpartition("@@result@@")[2])
+        """Run `code` in a fresh Django process against the cluster's database and Redis."""
+        return django_python(code, env=self.env, timeout=timeout)
 
     def logs(self) -> str:
         return "\n".join(
@@ -229,30 +261,16 @@ def cluster(
     """Migrated database, two Daphne processes (A = 0, B = 1) and one db_worker, all
     answering before the first test runs; everything stopped afterwards."""
     workdir = tmp_path_factory.mktemp("cluster")
-    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")
-    env = {k: v for k, v in os.environ.items() if k in keep}
-    env.update(
-        PYTHONUNBUFFERED="1",
-        DJANGO_SETTINGS_MODULE="artterminal.settings",
+    env = base_environment(
         DEBUG="true",
-        SECRET_KEY=secrets.token_urlsafe(60),
         DATABASE_URL=postgres_database,
         REDIS_URL=redis_database,
         MEDIA_ROOT=str(workdir / "media"),
         ENGINE_API_KEY="sk-engine-" + secrets.token_urlsafe(24),
         IMAGE_SIZE="256",
         WEB_CONCURRENCY="2",
-        LOG_LEVEL="WARNING",
     )
-    migrate = subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert migrate.returncode == 0, migrate.stderr
+    migrate(env)
 
     cluster = Cluster(env=env, ports=[free_port(), free_port()], workdir=workdir)
     try:
