@@ -178,6 +178,21 @@ class RealtimeClient:
             seen = [e["type"] for e in self.events[after:]]
             raise AssertionError(f"no {type_} within {timeout} s; after {after}: {seen}") from None
 
+    async def wait_count(self, type_: str, count: int, *, timeout: float = 20.0) -> None:
+        """Wait until `count` events of `type_` have arrived."""
+
+        def enough() -> bool:
+            return sum(event["type"] == type_ for event in self.events) >= count
+
+        async def wait() -> None:
+            async with self._arrived:
+                await self._arrived.wait_for(enough)
+
+        try:
+            await asyncio.wait_for(wait(), timeout)
+        except TimeoutError:
+            raise AssertionError(f"fewer than {count} {type_}: {self.types()}") from None
+
     def types(self, after: int = 0) -> list[str]:
         return [event["type"] for event in self.events[after:]]
 

@@ -1,0 +1,398 @@
+"""WebRTC calls against the engine in a live Daphne, from an aiortc client.
+
+The client speaks a recording made by the engine's own text-to-speech, and the tests
+assert what a browser client relies on: the event sequence, the function call's name
+and arguments, the spoken confirmation (transcript events and audible frames), and
+that cancelling, barging in and bad events behave as OpenAI's service does.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.engine.client import RealtimeClient, subsequence
+from tests.engine.recordings import Studio, Take
+from tests.engine.server import EngineServer
+
+NAVIGATE: dict[str, Any] = {
+    "type": "function",
+    "name": "navigate_gallery",
+    "description": "Show another picture of the gallery.",
+    "parameters": {
+        "type": "object",
+        "properties": {"action": {"type": "string", "enum": ["next", "previous"]}},
+        "required": ["action"],
+    },
+}
+SHOW_NEXT = Take(text="show the next picture", lead_ms=300, tail_ms=900)
+HELLO = Take(text="hello there", lead_ms=0, tail_ms=900)
+
+
+def mint(server: EngineServer, **session: Any) -> str:
+    body = {"session": {"type": "realtime", "tools": [NAVIGATE], **session}}
+    response = httpx.post(
+        f"{server.engine_url}/realtime/client_secrets",
+        json=body,
+        headers={"Authorization": f"Bearer {server.api_key}"},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    value: str = response.json()["value"]
+    return value
+
+
+@pytest.fixture(scope="session")
+def studio(tmp_path_factory: pytest.TempPathFactory) -> Studio:
+    return Studio(tmp_path_factory.mktemp("recordings"))
+
+
+@pytest.fixture
+async def connect(
+    engine_server: EngineServer,
+) -> AsyncIterator[Callable[..., Any]]:
+    clients: list[RealtimeClient] = []
+
+    async def open_call(**session: Any) -> RealtimeClient:
+        client = RealtimeClient()
+        clients.append(client)
+        response = await client.connect(engine_server.engine_url, mint(engine_server, **session))
+        assert response.status_code == 201, response.text
+        await client.wait_for("session.created", timeout=15)
+        return client
+
+    yield open_call
+    for client in clients:
+        await client.close()
+        if client.call_id is not None:
+            httpx.post(
+                f"{engine_server.engine_url}/realtime/calls/{client.call_id}/hangup",
+                headers={"Authorization": f"Bearer {engine_server.api_key}"},
+                timeout=10,
+            )
+
+
+def say_text(client: RealtimeClient, text: str) -> None:
+    client.send(
+        {
+            "type": "conversation.item.create",
+            "event_id": "evt_text",
+            "item": {
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_text", "text": text}],
+            },
+        }
+    )
+    client.send({"type": "response.create", "event_id": "evt_respond"})
+
+
+def event_ids_unique(client: RealtimeClient) -> bool:
+    ids = [event["event_id"] for event in client.events]
+    return len(ids) == len(set(ids)) and all(ids)
+
+
+@pytest.mark.slow
+async def test_spoken_command_then_spoken_confirmation(
+    connect: Callable[..., Any], studio: Studio
+) -> None:
+    client: RealtimeClient = await connect()
+    created = client.events[0]
+    assert created["type"] == "session.created"
+    assert created["session"]["tools"][0]["name"] == "navigate_gallery"
+
+    client.microphone.say(studio.pcm(SHOW_NEXT))
+    done = await client.wait_for("response.done", timeout=30)
+    assert subsequence(
+        [
+            "input_audio_buffer.speech_started",
+            "input_audio_buffer.speech_stopped",
+            "input_audio_buffer.committed",
+            "conversation.item.added",
+            "conversation.item.done",
+            "conversation.item.input_audio_transcription.completed",
+            "response.created",
+            "response.output_item.added",
+            "response.function_call_arguments.delta",
+            "response.function_call_arguments.done",
+            "response.output_item.done",
+            "response.done",
+        ],
+        client.types(),
+    ), client.types()
+    started = await client.wait_for("input_audio_buffer.speech_started")
+    committed = await client.wait_for("input_audio_buffer.committed")
+    transcribed = await client.wait_for("conversation.item.input_audio_transcription.completed")
+    assert started["item_id"] == committed["item_id"] == transcribed["item_id"]
+    assert "next" in transcribed["transcript"]
+    arguments = await client.wait_for("response.function_call_arguments.done")
+    assert arguments["name"] == "navigate_gallery"
+    assert json.loads(arguments["arguments"]) == {"action": "next"}
+    deltas = [e["delta"] for e in client.events if e["type"].endswith("arguments.delta")]
+    assert "".join(deltas) == arguments["arguments"]
+    response = done["response"]
+    assert response["status"] == "completed"
+    assert response["output"][0]["type"] == "function_call"
+    assert response["output"][0]["call_id"] == arguments["call_id"]
+    assert response["usage"]["total_tokens"] > 0
+
+    mark = len(client.events)
+    client.send(
+        {
+            "type": "conversation.item.create",
+            "item": {
+                "type": "function_call_output",
+                "call_id": arguments["call_id"],
+                "output": json.dumps({"ok": True, "title": "A red fox"}),
+            },
+        }
+    )
+    client.send({"type": "response.create"})
+    confirmed = await client.wait_for("response.done", after=mark, timeout=30)
+    assert confirmed["response"]["status"] == "completed"
+    assert subsequence(
+        [
+            "conversation.item.added",
+            "conversation.item.done",
+            "response.created",
+            "response.output_item.added",
+            "response.content_part.added",
+            "response.output_audio_transcript.delta",
+            "response.output_audio_transcript.done",
+            "output_audio_buffer.started",
+            "output_audio_buffer.stopped",
+            "response.content_part.done",
+            "response.output_item.done",
+            "response.done",
+        ],
+        client.types(mark),
+    ), client.types(mark)
+    transcript = await client.wait_for("response.output_audio_transcript.done", after=mark)
+    assert "red fox" in transcript["transcript"].lower()
+    assert (
+        confirmed["response"]["output"][0]["content"][0]["transcript"] == transcript["transcript"]
+    )
+    assert client.heard.loud_frames > 10, client.heard
+    assert event_ids_unique(client)
+
+
+async def test_typed_text_becomes_function_call(connect: Callable[..., Any]) -> None:
+    client: RealtimeClient = await connect(audio={"input": {"turn_detection": None}})
+    say_text(client, "please show the previous picture")
+    done = await client.wait_for("response.done")
+    assert subsequence(
+        [
+            "conversation.item.added",
+            "conversation.item.done",
+            "response.created",
+            "response.output_item.added",
+            "response.function_call_arguments.done",
+            "response.done",
+        ],
+        client.types(),
+    )
+    call = done["response"]["output"][0]
+    assert call["name"] == "navigate_gallery"
+    assert json.loads(call["arguments"]) == {"action": "previous"}
+
+
+async def test_text_modality_sends_output_text(connect: Callable[..., Any]) -> None:
+    client: RealtimeClient = await connect(output_modalities=["text"])
+    say_text(client, "hello there")
+    done = await client.wait_for("response.done")
+    types = client.types()
+    assert subsequence(
+        [
+            "response.created",
+            "response.content_part.added",
+            "response.output_text.delta",
+            "response.output_text.done",
+            "response.content_part.done",
+            "response.done",
+        ],
+        types,
+    ), types
+    assert not any(t.startswith(("output_audio_buffer", "response.output_audio")) for t in types)
+    text = await client.wait_for("response.output_text.done")
+    assert text["text"]
+    assert done["response"]["output"][0]["content"][0]["text"] == text["text"]
+
+
+async def test_session_update_is_validated_and_echoed(connect: Callable[..., Any]) -> None:
+    client: RealtimeClient = await connect()
+    client.send(
+        {
+            "type": "session.update",
+            "event_id": "evt_update",
+            "session": {"type": "realtime", "instructions": "Be brief.", "tools": []},
+        }
+    )
+    updated = await client.wait_for("session.updated")
+    assert updated["session"]["instructions"] == "Be brief."
+    assert updated["session"]["tools"] == []
+    client.send(
+        {
+            "type": "session.update",
+            "event_id": "evt_bad_update",
+            "session": {"type": "realtime", "audio": {"output": {"pitch": 3}}},
+        }
+    )
+    error = await client.wait_for("error")
+    assert error["error"]["event_id"] == "evt_bad_update"
+    assert error["error"]["code"] == "unknown_parameter"
+    assert error["error"]["param"] == "session.audio.output.pitch"
+
+
+@pytest.mark.slow
+async def test_response_cancel_drops_the_audio(connect: Callable[..., Any]) -> None:
+    client: RealtimeClient = await connect(audio={"input": {"turn_detection": None}})
+    say_text(client, "hello there")
+    started = await client.wait_for("output_audio_buffer.started")
+    client.send({"type": "response.cancel", "event_id": "evt_cancel"})
+    done = await client.wait_for("response.done")
+    assert done["response"]["id"] == started["response_id"]
+    assert done["response"]["status"] == "cancelled"
+    assert done["response"]["status_details"] == {"type": "cancelled", "reason": "client_cancelled"}
+    types = client.types()
+    assert subsequence(
+        ["output_audio_buffer.started", "output_audio_buffer.cleared", "response.done"], types
+    )
+    # Nothing is left to cancel, and the call still answers.
+    client.send({"type": "response.cancel", "event_id": "evt_cancel_again"})
+    error = await client.wait_for("error")
+    assert error["error"]["event_id"] == "evt_cancel_again"
+    assert error["error"]["code"] == "response_cancel_not_active"
+
+
+@pytest.mark.slow
+async def test_barge_in_cancels_the_spoken_reply(
+    connect: Callable[..., Any], studio: Studio
+) -> None:
+    client: RealtimeClient = await connect()
+    say_text(client, "hello there")
+    started = await client.wait_for("output_audio_buffer.started")
+    mark = len(client.events)
+    client.microphone.say(studio.pcm(HELLO))
+    barge = await client.wait_for("input_audio_buffer.speech_started", after=mark)
+    done = await client.wait_for(
+        "response.done", after=mark, where=lambda e: e["response"]["id"] == started["response_id"]
+    )
+    assert done["response"]["status"] == "cancelled"
+    assert done["response"]["status_details"] == {"type": "cancelled", "reason": "turn_detected"}
+    types = client.types(mark)
+    assert subsequence(
+        [
+            "input_audio_buffer.speech_started",
+            "output_audio_buffer.cleared",
+            "output_audio_buffer.stopped",
+            "response.done",
+        ],
+        types,
+    ), types
+    assert client.events.index(barge) < client.events.index(done)
+
+
+async def test_bad_events_get_errors_and_the_call_survives(connect: Callable[..., Any]) -> None:
+    client: RealtimeClient = await connect(audio={"input": {"turn_detection": None}})
+    client.send_raw("{not json")
+    client.send({"type": "response.teleport", "event_id": "evt_unknown"})
+    client.send({"type": "conversation.item.create", "event_id": "evt_missing"})
+    client.send(
+        {
+            "type": "conversation.item.create",
+            "event_id": "evt_extra",
+            "item": {"type": "message", "role": "user", "content": []},
+            "colour": "blue",
+        }
+    )
+    client.send(
+        {
+            "type": "conversation.item.create",
+            "event_id": "evt_call_id",
+            "item": {"type": "function_call_output", "call_id": "call_nowhere", "output": "{}"},
+        }
+    )
+    client.send({"type": "input_audio_buffer.commit", "event_id": "evt_empty"})
+    await client.wait_count("error", 6)
+    errors = {e["error"]["event_id"]: e["error"] for e in client.events if e["type"] == "error"}
+    assert errors[None]["code"] == "invalid_json"
+    assert errors["evt_unknown"]["param"] == "type"
+    assert errors["evt_missing"]["code"] == "missing_required_parameter"
+    assert errors["evt_missing"]["param"] == "item"
+    assert errors["evt_extra"]["code"] == "unknown_parameter"
+    assert errors["evt_extra"]["param"] == "colour"
+    assert errors["evt_call_id"]["param"] == "item.call_id"
+    assert errors["evt_empty"]["code"] == "input_audio_buffer_commit_empty"
+    assert all(e["type"] == "invalid_request_error" for e in errors.values())
+
+    say_text(client, "show the next picture")
+    done = await client.wait_for("response.done")
+    assert done["response"]["output"][0]["name"] == "navigate_gallery"
+
+
+async def test_one_key_starts_one_call(engine_server: EngineServer) -> None:
+    key = mint(engine_server)
+    first, second = RealtimeClient(), RealtimeClient()
+    try:
+        assert (await first.connect(engine_server.engine_url, key)).status_code == 201
+        refused = await second.connect(engine_server.engine_url, key)
+        assert refused.status_code == 401
+        assert refused.headers["Content-Type"].startswith("application/json")
+        assert refused.json()["error"]["code"] == "invalid_client_secret"
+        # The call's own key may hang it up.
+        hung_up = httpx.post(
+            f"{engine_server.engine_url}/realtime/calls/{first.call_id}/hangup",
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=10,
+        )
+        assert hung_up.status_code == 200
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_unknown_key_is_401(engine_server: EngineServer) -> None:
+    for key in ("ek_not-a-real-key", engine_server.api_key):
+        client = RealtimeClient()
+        try:
+            response = await client.connect(engine_server.engine_url, key)
+        finally:
+            await client.close()
+        assert response.status_code == 401
+        assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+
+
+async def test_capacity_is_capped(engine_server: EngineServer, tmp_path: Path) -> None:
+    """The fixture's Daphne allows two calls; the third gets a 503 until one ends."""
+    clients = [RealtimeClient() for _ in range(3)]
+    try:
+        for client in clients[:2]:
+            response = await client.connect(engine_server.engine_url, mint(engine_server))
+            assert response.status_code == 201, response.text
+        refused = await clients[2].connect(engine_server.engine_url, mint(engine_server))
+        assert refused.status_code == 503
+        assert refused.json()["error"]["code"] == "too_many_calls"
+        hung_up = httpx.post(
+            f"{engine_server.engine_url}/realtime/calls/{clients[0].call_id}/hangup",
+            headers={"Authorization": f"Bearer {engine_server.api_key}"},
+            timeout=10,
+        )
+        assert hung_up.status_code == 200
+        again = RealtimeClient()
+        clients.append(again)
+        response = await again.connect(engine_server.engine_url, mint(engine_server))
+        assert response.status_code == 201
+    finally:
+        for client in clients:
+            await client.close()
+            if client.call_id is not None:
+                httpx.post(
+                    f"{engine_server.engine_url}/realtime/calls/{client.call_id}/hangup",
+                    headers={"Authorization": f"Bearer {engine_server.api_key}"},
+                    timeout=10,
+                )
