@@ -140,26 +140,25 @@ class LiveSite:
         )
         return env
 
-    def prepare(self, terminals: list[str]) -> None:
-        self._env = self.env()
-        subprocess.run(
-            [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
+    def _manage(self, *args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, *args],
             cwd=REPO_ROOT,
             env=self._env,
-            check=True,
             capture_output=True,
             timeout=180,
         )
+        if done.returncode != 0:
+            output = (done.stdout + done.stderr).decode(errors="replace")
+            tail = "\n".join(output.splitlines()[-30:])
+            raise RuntimeError(f"{args[:2]} failed:\n{tail}")
+        return done.stdout.decode()
+
+    def prepare(self, terminals: list[str]) -> None:
+        self._env = self.env()
+        self._manage("manage.py", "migrate", "--noinput", "-v", "0")
         spec = json.dumps({"terminals": terminals, "password": PASSWORD})
-        seeded = subprocess.run(
-            [sys.executable, "-c", _SEED_SCRIPT, spec],
-            cwd=REPO_ROOT,
-            env=self._env,
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
-        result = json.loads(seeded.stdout.decode().strip().splitlines()[-1])
+        result = json.loads(self._manage("-c", _SEED_SCRIPT, spec).strip().splitlines()[-1])
         self.terminals = result["terminals"]
         self.sessions = {"owner": result["owner"], "staff": result["staff"]}
 

@@ -28,6 +28,13 @@ function toolMessage(result, fallback) {
   return fallback;
 }
 
+// "navigate_gallery" → "Navigate gallery": the assistant says what happened, the line
+// only records which tool ran.
+function toolLabel(name) {
+  const words = typeof name === "string" && name ? name.replaceAll("_", " ") : "tool";
+  return words.charAt(0).toUpperCase() + words.slice(1);
+}
+
 export class VoiceSession {
   // `ui` receives status(name, detail), transcript({role, key, text, final, append}),
   // notice(kind, text) and active(boolean).
@@ -48,6 +55,9 @@ export class VoiceSession {
     this.queue = [];
     this.disconnectTimer = null;
     this.reconnecting = false;
+    this.reconnectAttempt = 0;
+    this.retryAfterMs = 0;
+    this.mirrorDown = false;
     this.callHandlers = this._callHandlers();
     this.mirrorHandlers = this._mirrorHandlers();
   }
@@ -71,9 +81,13 @@ export class VoiceSession {
     try {
       // The microphone first: a denied permission is then reported as what it is, and no
       // voice session is created on the server for a call that cannot happen.
-      this.stream = await openMicrophone();
-      if (generation !== this.generation) return this._releaseStream();
-      this.ui.microphone(this.stream);
+      const stream = await openMicrophone();
+      if (generation !== this.generation) {
+        for (const track of stream.getTracks()) track.stop();
+        return;
+      }
+      this.stream = stream;
+      this.ui.microphone(stream);
       await this._connect(generation);
     } catch (error) {
       if (generation !== this.generation) return;
@@ -205,8 +219,6 @@ export class VoiceSession {
         this.ui.transcript({ role: "assistant", key: event.item_id, text: event.delta || "", append: true }),
       "response.output_text.done": (event) =>
         this.ui.transcript({ role: "assistant", key: event.item_id, text: event.text || "", final: true }),
-      "response.function_call_arguments.done": (event) =>
-        this.ui.notice("tool", `Running ${event.name || "a tool"}…`),
       error: (event) => {
         const error = event.error || {};
         this.ui.notice("error", error.message || "The voice service reported an error.");
@@ -226,10 +238,10 @@ export class VoiceSession {
         const result = parseToolOutput(message.output);
         if (result.ok) {
           this.earcons.play("success");
-          this.ui.notice("tool-ok", toolMessage(result, "Done."));
+          this.ui.notice("tool-ok", `✓ ${toolLabel(message.name)}`);
         } else {
           this.earcons.play("failure");
-          this.ui.notice("tool-failed", toolMessage(result, "That could not be done."));
+          this.ui.notice("tool-failed", `✗ ${toolMessage(result, "That could not be done.")}`);
         }
       },
       "session.ended": (message) => {
@@ -247,7 +259,7 @@ export class VoiceSession {
     if (mirror !== this.mirror || !this.active || this.reconnecting) return;
     if (state === "reconnecting") {
       this.mirrorDown = true;
-      this.ui.status("reconnecting", "Reconnecting to the site…");
+      this.ui.status("reconnecting", "The connection to the site dropped; trying again.");
     } else if (state === "open" && this.mirrorDown) {
       this.mirrorDown = false;
       this.ui.status(this.speaking ? "speaking" : "listening", "Reconnected.");
@@ -294,7 +306,7 @@ export class VoiceSession {
     this.reconnectAttempt = 0;
     this._teardownCall();
     const generation = ++this.generation;
-    this.ui.status("reconnecting", `Reconnecting… (${why})`);
+    this.ui.status("reconnecting", `The call was lost (${why}); trying again.`);
     while (this.active && generation === this.generation) {
       if (this.reconnectAttempt >= MAX_RECONNECT_ATTEMPTS) {
         this._fail(new VoiceError("Voice could not reconnect. Press Start voice to try again."));
@@ -315,7 +327,7 @@ export class VoiceSession {
           return;
         }
         this.retryAfterMs = error.retryAfterMs;
-        this.ui.status("reconnecting", `Reconnecting… (${error.message})`);
+        this.ui.status("reconnecting", `Still trying: ${error.message}`);
       }
     }
   }
