@@ -7,7 +7,7 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
-from artterminal.groups import terminal_group_name
+from artterminal.groups import terminal_group_name, user_group_name
 from gallery.models import Image
 
 
@@ -43,3 +43,8 @@ def image_progress_payload(image: Image) -> dict[str, Any]:
         "thumbnail_url": image.thumbnail.url if image.thumbnail else "",
         "url": image.get_absolute_url(),
     }
+
+
+def user_sockets_close(*, user_id: int) -> None:
+    """Close every terminal socket of a user (on logout or deactivation)."""
+    _group_send(user_group_name(user_id), {"type": "user.logout"})

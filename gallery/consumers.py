@@ -1,5 +1,299 @@
+"""The terminal socket: every viewer of a terminal sees the same image, live.
+
+Messages and their fields are catalogued in `gallery.events`; the rules of who may watch
+or drive a terminal live in `gallery.selectors`, and navigation in `gallery.services`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
+from django.contrib.auth.models import AnonymousUser
+from django.db import DatabaseError
+
+from artterminal.groups import terminal_group_name, user_group_name
+from gallery import events, selectors, services
+from gallery.models import Terminal
+from gallery.presence import viewer_registry
+
+logger = logging.getLogger(__name__)
 
 
 class TerminalConsumer(AsyncJsonWebsocketConsumer):
-    pass
+    """`ws/terminals/<slug>/`: state, viewer count and image progress of one terminal."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.terminal_id: int | None = None
+        self.user: selectors.AnyUser = AnonymousUser()
+        self.joined_groups: list[str] = []
+        # Highest version this socket has been sent: a broadcast that raced the state
+        # read at connect or sync is not sent twice.
+        self.sent_version = -1
+        self.viewers = 0
+        self.sent_viewers = -1
+        self.presence_task: asyncio.Task[None] | None = None
+        self.commands: dict[str, Callable[[Any], Awaitable[None]]] = {
+            "terminal.navigate": self.navigate,
+            "terminal.sync": self.sync,
+        }
+
+    # --- Lifecycle ------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Runs on the websocket handshake: authorize, join the groups, accept, then send
+        the current state. An unknown terminal or one the user may not watch is refused
+        before the handshake completes."""
+        self.user = self.scope.get("user") or AnonymousUser()
+        slug = self.scope["url_route"]["kwargs"]["slug"]
+        terminal = await database_sync_to_async(_watchable_terminal)(slug=slug, user=self.user)
+        if terminal is None:
+            await self.close()
+            return
+        self.terminal_id = terminal.pk
+        # Join before reading the state, so a navigation committing meanwhile arrives
+        # through the group instead of being lost.
+        groups = [terminal_group_name(terminal.pk)]
+        if self.user.is_authenticated and self.user.pk is not None:
+            groups.append(user_group_name(self.user.pk))
+        for group in groups:
+            await self.channel_layer.group_add(group, self.channel_name)
+            self.joined_groups.append(group)
+        await self.accept()
+
+        registry = viewer_registry()
+        self.viewers = await registry.join(terminal_id=terminal.pk, channel_name=self.channel_name)
+        if registry.refresh_seconds is not None:
+            self.presence_task = asyncio.create_task(self._keep_presence(registry.refresh_seconds))
+        await self._send_fresh_state()
+        await self._broadcast_viewers()
+        await _start_image_relay()
+
+    async def disconnect(self, code: int) -> None:
+        """Runs when the socket closes, whoever closed it: leave the groups and tell the
+        remaining viewers the new count."""
+        if self.presence_task is not None:
+            self.presence_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.presence_task
+        for group in self.joined_groups:
+            await self.channel_layer.group_discard(group, self.channel_name)
+        self.joined_groups = []
+        if self.terminal_id is not None:
+            self.viewers = await viewer_registry().leave(
+                terminal_id=self.terminal_id, channel_name=self.channel_name
+            )
+            await self._broadcast_viewers()
+            self.terminal_id = None
+
+    # --- Browser → server -----------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        """Runs for every frame from the browser: parse it strictly, then dispatch it to
+        the command it names. A refused frame gets an `error` and is never executed."""
+        limit = settings.WEBSOCKET_MAX_MESSAGE_BYTES
+        if text_data is None:
+            if len(bytes_data or b"") > limit:
+                await self._refuse(events.message_too_large(limit))
+            else:
+                await self._send_error("binary_not_supported", "Send messages as JSON text.")
+            return
+        try:
+            command = events.parse_client_message(text_data, max_bytes=limit)
+        except events.ParseError as error:
+            await self._refuse(error)
+            return
+        await self.commands[command["type"]](command)
+
+    async def navigate(self, command: events.NavigateCommand) -> None:
+        """Runs on `terminal.navigate`: the service moves the terminal, and after commit
+        the new state reaches every viewer, this one included, through the group."""
+        if self.terminal_id is None:
+            return
+        try:
+            await database_sync_to_async(_navigate)(
+                terminal_id=self.terminal_id,
+                user=self.user,
+                action=command["action"],
+                image_id=command.get("image_id"),
+            )
+        except services.GalleryError as error:
+            await self._send_error(error.code, error.message)
+        except Terminal.DoesNotExist:
+            await self._close_gone()
+        except DatabaseError:
+            logger.exception("Navigating terminal %s failed", self.terminal_id)
+            await self._send_error("unavailable", "The gallery is busy; please try again.")
+
+    async def sync(self, command: events.SyncCommand) -> None:
+        """Runs on `terminal.sync` (after a reconnect or a gap in versions): answer this
+        socket alone with the current state."""
+        await self._send_fresh_state()
+
+    # --- Group messages (server → this socket) --------------------------------------
+
+    async def terminal_state(self, event: dict[str, Any]) -> None:
+        """Runs after a navigation committed: forward the state with this socket's
+        viewer count and rights, re-checked now since they may have changed."""
+        if self.terminal_id is None or int(event["version"]) <= self.sent_version:
+            return
+        rights = await database_sync_to_async(_rights)(terminal_id=self.terminal_id, user=self.user)
+        if rights is None:
+            await self._close_gone()
+        elif not rights.can_watch:
+            await self._close_forbidden()
+        else:
+            await self._send_state(event, can_control=rights.can_control)
+
+    async def terminal_viewers(self, event: dict[str, Any]) -> None:
+        """Runs when a socket of this terminal opened or closed anywhere. A count holds
+        nothing private, so it skips the rights check that every other message gets."""
+        self.viewers = int(event["viewers"])
+        await self._send_viewers_if_changed()
+
+    async def image_progress(self, event: dict[str, Any]) -> None:
+        """Runs when an image made for this terminal is queued, progresses, is ready or
+        fails (gallery.broadcast.image_changed)."""
+        if self.terminal_id is None:
+            return
+        rights = await database_sync_to_async(_rights)(terminal_id=self.terminal_id, user=self.user)
+        if rights is None:
+            await self._close_gone()
+        elif not rights.can_watch:
+            await self._close_forbidden()
+        else:
+            message: events.ImageProgressMessage = {
+                "type": "image.progress",
+                "image": event["image"],
+            }
+            await self.send_json(message)
+
+    async def user_logout(self, event: dict[str, Any]) -> None:
+        """Runs when this socket's user logged out (gallery.broadcast.user_sockets_close):
+        the session that authorized the socket is gone, so is the socket."""
+        await self.close(code=events.CLOSE_LOGGED_OUT)
+
+    # --- Helpers --------------------------------------------------------------------
+
+    async def _send_fresh_state(self) -> None:
+        if self.terminal_id is None:
+            return
+        found = await database_sync_to_async(_state_and_rights)(
+            terminal_id=self.terminal_id, user=self.user
+        )
+        if found is None:
+            await self._close_gone()
+            return
+        state, rights = found
+        if not rights.can_watch:
+            await self._close_forbidden()
+            return
+        await self._send_state(state, can_control=rights.can_control)
+
+    async def _send_state(self, state: dict[str, Any], *, can_control: bool) -> None:
+        message = events.terminal_state_message(
+            state, viewers=self.viewers, can_control=can_control
+        )
+        self.sent_version = max(self.sent_version, message["version"])
+        self.sent_viewers = self.viewers
+        await self.send_json(message)
+
+    async def _broadcast_viewers(self) -> None:
+        if self.terminal_id is None:
+            return
+        message = events.terminal_viewers_message(self.viewers)
+        await self.channel_layer.group_send(terminal_group_name(self.terminal_id), message)
+
+    async def _send_viewers_if_changed(self) -> None:
+        if self.viewers != self.sent_viewers:
+            self.sent_viewers = self.viewers
+            await self.send_json(events.terminal_viewers_message(self.viewers))
+
+    async def _keep_presence(self, interval: float) -> None:
+        """Keeps this socket counted in a shared registry, and picks up counts that
+        changed without a broadcast (a process that died with its viewers)."""
+        while self.terminal_id is not None:
+            await asyncio.sleep(interval)
+            try:
+                self.viewers = await viewer_registry().refresh(
+                    terminal_id=self.terminal_id, channel_name=self.channel_name
+                )
+            except Exception:
+                logger.exception("Refreshing presence on terminal %s failed", self.terminal_id)
+                continue
+            await self._send_viewers_if_changed()
+
+    async def _refuse(self, error: events.ParseError) -> None:
+        await self._send_error(error.code, error.message)
+        if error.close_code is not None:
+            await self.close(code=error.close_code)
+
+    async def _send_error(self, code: str, message: str) -> None:
+        await self.send_json(events.error_message(code, message))
+
+    async def _close_forbidden(self) -> None:
+        await self._send_error("forbidden", "You may no longer watch this terminal.")
+        await self.close(code=events.CLOSE_FORBIDDEN)
+
+    async def _close_gone(self) -> None:
+        await self._send_error("terminal_not_found", "This terminal no longer exists.")
+        await self.close(code=events.CLOSE_FORBIDDEN)
+
+
+def _watchable_terminal(*, slug: str, user: selectors.AnyUser) -> Terminal | None:
+    terminal = Terminal.objects.filter(slug=slug).first()
+    if terminal is None or not selectors.terminal_rights(user=user, terminal=terminal).can_watch:
+        return None
+    return terminal
+
+
+def _rights(*, terminal_id: int, user: selectors.AnyUser) -> selectors.TerminalRights | None:
+    terminal = Terminal.objects.filter(pk=terminal_id).first()
+    if terminal is None:
+        return None
+    return selectors.terminal_rights(user=user, terminal=terminal)
+
+
+def _state_and_rights(
+    *, terminal_id: int, user: selectors.AnyUser
+) -> tuple[dict[str, Any], selectors.TerminalRights] | None:
+    terminal = Terminal.objects.select_related("current_image").filter(pk=terminal_id).first()
+    if terminal is None:
+        return None
+    return (
+        selectors.terminal_state(terminal=terminal),
+        selectors.terminal_rights(user=user, terminal=terminal),
+    )
+
+
+def _navigate(
+    *, terminal_id: int, user: selectors.AnyUser, action: str, image_id: int | None
+) -> None:
+    terminal = Terminal.objects.get(pk=terminal_id)
+    services.terminal_navigate(terminal=terminal, user=user, action=action, image_id=image_id)
+
+
+async def _start_image_relay() -> None:
+    """Image progress from task workers reaches the channel layer through the relay;
+    it lands separately, so a site without it still serves terminals."""
+    try:
+        relay = importlib.import_module("gallery.relay")
+    except ModuleNotFoundError as error:
+        if error.name == "gallery.relay":
+            return
+        raise
+    ensure = getattr(relay, "ensure_image_relay", None)
+    if ensure is None:
+        return
+    try:
+        await ensure()
+    except Exception:
+        logger.exception("Starting the image relay failed")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from typing import Any, NamedTuple, TypedDict
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
@@ -21,6 +21,18 @@ class ImageState(TypedDict):
     thumbnail_url: str
     position: int
     count: int
+
+
+class NeighbourState(TypedDict):
+    id: int
+    title: str
+    thumbnail_url: str
+    position: int
+
+
+class TerminalRights(NamedTuple):
+    can_watch: bool
+    can_control: bool
 
 
 def terminal_can_watch(*, user: AnyUser, terminal: Terminal) -> bool:
@@ -42,6 +54,25 @@ def terminal_can_control(*, user: AnyUser, terminal: Terminal) -> bool:
     return TerminalMembership.objects.filter(
         terminal=terminal, user_id=user.pk, role=TerminalMembership.Role.CONTROLLER
     ).exists()
+
+
+def terminal_rights(*, user: AnyUser, terminal: Terminal) -> TerminalRights:
+    """Both rights at once with at most one query, for checks on every broadcast;
+    the same rules as `terminal_can_watch` and `terminal_can_control`."""
+    if not user.is_authenticated:
+        return TerminalRights(can_watch=terminal.is_public, can_control=False)
+    active = bool(getattr(user, "is_active", False))
+    if getattr(user, "is_staff", False) or terminal.owner_id == user.pk:
+        return TerminalRights(can_watch=True, can_control=active)
+    role = (
+        TerminalMembership.objects.filter(terminal=terminal, user_id=user.pk)
+        .values_list("role", flat=True)
+        .first()
+    )
+    return TerminalRights(
+        can_watch=terminal.is_public or role is not None,
+        can_control=active and role == TerminalMembership.Role.CONTROLLER,
+    )
 
 
 def terminal_images(*, terminal: Terminal) -> QuerySet[Image]:
@@ -70,12 +101,40 @@ def image_state(*, terminal: Terminal, image: Image | None) -> ImageState | None
 
 
 def terminal_state(*, terminal: Terminal) -> dict[str, Any]:
-    """The `terminal.state` message without the viewer count (that lives per process)."""
+    """The `terminal.state` message without what depends on the socket (`viewers`,
+    `can_control`): the consumer adds those per viewer."""
+    current = terminal.current_image
     return {
         "type": "terminal.state",
         "version": terminal.version,
-        "image": image_state(terminal=terminal, image=terminal.current_image),
+        "image": image_state(terminal=terminal, image=current),
+        "neighbours": neighbour_states(terminal=terminal, image=current),
     }
+
+
+def neighbour_states(
+    *, terminal: Terminal, image: Image | None, radius: int = 3
+) -> list[NeighbourState]:
+    """The strip around the current image (itself included), with display positions."""
+    strip = terminal_neighbours(terminal=terminal, image=image, radius=radius)
+    if not strip:
+        return []
+    # Positions count shown images only, like `image_state`, so a current image that
+    # is no longer ready does not shift the numbers of the ones after it.
+    position = terminal_images(terminal=terminal).filter(id__lt=strip[0].pk).count()
+    states: list[NeighbourState] = []
+    for neighbour in strip:
+        if neighbour.terminal_id == terminal.pk and neighbour.is_ready:
+            position += 1
+        states.append(
+            {
+                "id": neighbour.pk,
+                "title": neighbour.title or neighbour.prompt[:80],
+                "thumbnail_url": neighbour.thumbnail.url if neighbour.thumbnail else "",
+                "position": position,
+            }
+        )
+    return states
 
 
 def terminal_neighbours(*, terminal: Terminal, image: Image | None, radius: int = 3) -> list[Image]:

@@ -1,0 +1,672 @@
+"""The terminal socket, driven through the real ASGI application (origin check, sessions,
+routing) with channels' WebsocketCommunicator."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.conf import settings
+from django.test import Client
+
+from artterminal.asgi import application
+from gallery import broadcast, presence, selectors
+from gallery.models import Image, Terminal, TerminalMembership
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+LOCAL_ORIGIN = b"http://localhost"
+TIMEOUT = 5
+
+
+@pytest.fixture(autouse=True)
+def fresh_viewer_registry(monkeypatch: pytest.MonkeyPatch) -> presence.LocalViewers:
+    """Counts start from zero in every test, whatever an earlier test left behind."""
+    registry = presence.LocalViewers()
+    monkeypatch.setattr(presence, "_registry", registry)
+    return registry
+
+
+@pytest.fixture
+def session_cookie() -> Callable[[Any], bytes]:
+    """A `Cookie` header for a logged-in browser, as AuthMiddlewareStack reads it."""
+
+    def make(user: Any) -> bytes:
+        client = Client()
+        client.force_login(user)
+        value = client.cookies[settings.SESSION_COOKIE_NAME].value
+        return f"{settings.SESSION_COOKIE_NAME}={value}".encode()
+
+    return make
+
+
+class Socket:
+    def __init__(self, slug: str, *, cookie: bytes | None = None, origin: bytes = LOCAL_ORIGIN):
+        headers = [(b"origin", origin)]
+        if cookie is not None:
+            headers.append((b"cookie", cookie))
+        self.communicator = WebsocketCommunicator(
+            application, f"/ws/terminals/{slug}/", headers=headers
+        )
+
+    async def connect(self) -> tuple[bool, Any]:
+        return await self.communicator.connect(timeout=TIMEOUT)
+
+    async def receive(self) -> dict[str, Any]:
+        message = await self.communicator.receive_json_from(timeout=TIMEOUT)
+        assert isinstance(message, dict)
+        return message
+
+    async def send(self, data: Any) -> None:
+        await self.communicator.send_json_to(data)
+
+    async def send_text(self, text: str) -> None:
+        await self.communicator.send_to(text_data=text)
+
+    async def receive_nothing(self, timeout: float = 0.2) -> bool:
+        return await self.communicator.receive_nothing(timeout=timeout)
+
+    async def receive_close(self) -> int | None:
+        output = await self.communicator.receive_output(timeout=TIMEOUT)
+        assert output["type"] == "websocket.close", output
+        return output.get("code")
+
+    async def disconnect(self) -> None:
+        await self.communicator.disconnect()
+
+
+async def open_socket(slug: str, *, cookie: bytes | None = None) -> tuple[Socket, dict[str, Any]]:
+    """A connected socket and the `terminal.state` it gets first."""
+    socket = Socket(slug, cookie=cookie)
+    connected, _ = await socket.connect()
+    assert connected
+    state = await socket.receive()
+    assert state["type"] == "terminal.state"
+    return socket, state
+
+
+def _version(terminal: Terminal) -> int:
+    terminal.refresh_from_db()
+    return terminal.version
+
+
+version = database_sync_to_async(_version)
+
+
+@database_sync_to_async
+def terminal_image_ids(terminal: Terminal) -> list[int]:
+    return list(selectors.terminal_images(terminal=terminal).values_list("id", flat=True))
+
+
+async def test_anonymous_watches_a_public_terminal_but_cannot_navigate(
+    make_terminal: Callable[..., Terminal],
+) -> None:
+    terminal = await database_sync_to_async(make_terminal)(images=3)
+    ids = await terminal_image_ids(terminal)
+
+    socket, state = await open_socket(terminal.slug)
+    try:
+        assert set(state) == {"type", "version", "image", "viewers", "neighbours", "can_control"}
+        assert state["version"] == 0
+        assert state["can_control"] is False
+        assert state["viewers"] == 1
+        image = state["image"]
+        assert set(image) == {"id", "title", "prompt", "url", "thumbnail_url", "position", "count"}
+        assert (image["id"], image["position"], image["count"]) == (ids[0], 1, 3)
+        assert image["url"].startswith(f"{settings.MEDIA_URL}images/")
+        assert image["thumbnail_url"].startswith(f"{settings.MEDIA_URL}thumbnails/")
+        assert [n["id"] for n in state["neighbours"]] == ids
+        assert [n["position"] for n in state["neighbours"]] == [1, 2, 3]
+
+        await socket.send({"type": "terminal.navigate", "action": "next"})
+        error = await socket.receive()
+        assert (error["type"], error["code"]) == ("error", "forbidden")
+        assert error["message"]
+        assert await socket.receive_nothing()
+        assert await version(terminal) == 0
+    finally:
+        await socket.disconnect()
+
+
+async def test_private_terminal_refuses_anonymous_and_strangers(
+    make_terminal: Callable[..., Terminal],
+    make_user: Callable[..., Any],
+    session_cookie: Callable[[Any], bytes],
+) -> None:
+    terminal = await database_sync_to_async(make_terminal)(is_public=False)
+    stranger = await database_sync_to_async(make_user)()
+    cookie = await database_sync_to_async(session_cookie)(stranger)
+
+    for socket in (Socket(terminal.slug), Socket(terminal.slug, cookie=cookie)):
+        connected, _ = await socket.connect()
+        assert not connected
+        await socket.disconnect()
+
+
+async def test_member_viewer_watches_a_private_terminal_but_cannot_navigate(
+    make_terminal: Callable[..., Terminal],
+    make_user: Callable[..., Any],
+    add_member: Callable[..., TerminalMembership],
+    session_cookie: Callable[[Any], bytes],
+) -> None:
+    terminal = await database_sync_to_async(make_terminal)(is_public=False)
+    viewer = await database_sync_to_async(make_user)()
+    await database_sync_to_async(add_member)(terminal, viewer, TerminalMembership.Role.VIEWER)
+    cookie = await database_sync_to_async(session_cookie)(viewer)
+
+    socket, state = await open_socket(terminal.slug, cookie=cookie)
+    try:
+        assert state["can_control"] is False
+        for action in ("next", "previous", "first", "last"):
+            await socket.send({"type": "terminal.navigate", "action": action})
+            assert (await socket.receive())["code"] == "forbidden"
+        assert await version(terminal) == 0
+    finally:
+        await socket.disconnect()
+
+
+async def test_controller_navigates_and_every_viewer_gets_the_new_state(
+    make_terminal: Callable[..., Terminal],
+    make_user: Callable[..., Any],
+    add_member: Callable[..., TerminalMembership],
+    session_cookie: Callable[[Any], bytes],
+) -> None:
+    terminal = await database_sync_to_async(make_terminal)(images=4)
+    ids = await terminal_image_ids(terminal)
+    controller = await database_sync_to_async(make_user)()
+    await database_sync_to_async(add_member)(terminal, controller)
+    cookie = await database_sync_to_async(session_cookie)(controller)
+
+    driver, driver_state = await open_socket(terminal.slug, cookie=cookie)
+    watcher, watcher_state = await open_socket(terminal.slug)
+    try:
+        assert driver_state["can_control"] is True
+        assert watcher_state["can_control"] is False
+        assert (await driver.receive())["type"] == "terminal.viewers"
+
+        await driver.send({"type": "terminal.navigate", "action": "next"})
+        seen = await watcher.receive()
+        assert seen["type"] == "terminal.state"
+        assert seen["version"] == watcher_state["version"] + 1
+        assert seen["image"]["id"] == ids[1]
+        assert seen["image"]["position"] == 2
+        assert seen["can_control"] is False
+        assert seen["viewers"] == 2
+        assert [n["id"] for n in seen["neighbours"]] == ids
+        own = await driver.receive()
+        assert own["type"] == "terminal.state"
+        assert own["version"] == seen["version"]
+        assert own["can_control"] is True
+
+        await driver.send({"type": "terminal.navigate", "action": "goto", "image_id": ids[3]})
+        seen = await watcher.receive()
+        assert (seen["version"], seen["image"]["id"]) == (2, ids[3])
+        assert await version(terminal) == 2
+    finally:
+        await driver.disconnect()
+        await watcher.disconnect()
+
+
+@pytest.mark.parametrize("who", ["owner", "staff"])
+async def test_owner_and_staff_control_any_terminal(
+    who: str,
+    make_terminal: Callable[..., Terminal],
+    make_user: Callable[..., Any],
+    owner: Any,
+    session_cookie: Callable[[Any], bytes],
+) -> None:
+    terminal = await database_sync_to_async(make_terminal)(images=3, is_public=False)
+    ids = await terminal_image_ids(terminal)
+    user = owner if who == "owner" else await database_sync_to_async(make_user)(is_staff=True)
+    cookie = await database_sync_to_async(session_cookie)(user)
+
+    socket, state = await open_socket(terminal.slug, cookie=cookie)
+    try:
+        assert state["can_control"] is True
+        await socket.send({"type": "terminal.navigate", "action": "last"})
+        moved = await socket.receive()
+        assert (moved["type"], moved["version"], moved["image"]["id"]) == (
+            "terminal.state",
+            1,
+            ids[-1],
+        )
+        await socket.send({"type": "terminal.navigate", "action": "next"})
+        wrapped = await socket.receive()
+        assert (wrapped["version"], wrapped["image"]["id"]) == (2, ids[0])
+    finally:
+        await socket.disconnect()
+
+
+NAVIGATE = {"type": "terminal.navigate"}
+BAD_MESSAGES = [
+    pytest.param("not json at all", "invalid_json", id="not-json"),
+    pytest.param('{"type": "terminal.sync"', "invalid_json", id="truncated"),
+    pytest.param("[" * 10_000 + "]" * 10_000, "invalid_json", id="deep-nesting"),
+    pytest.param(
+        json.dumps({**NAVIGATE, "action": "goto"})[:-1] + ', "image_id": ' + "9" * 5000 + "}",
+        "invalid_json",
+        id="huge-number",
+    ),
+    pytest.param('{"type": "terminal.navigate", "action": NaN}', "invalid_json", id="nan"),
+    pytest.param("[1, 2]", "invalid_message", id="array"),
+    pytest.param('"terminal.sync"', "invalid_message", id="string"),
+    pytest.param("null", "invalid_message", id="null"),
+    pytest.param("{}", "missing_type", id="no-type"),
+    pytest.param('{"type": 5}', "missing_type", id="type-not-string"),
+    pytest.param('{"type": "terminal.explode"}', "unknown_type", id="unknown-type"),
+    pytest.param('{"type": "terminal.state"}', "unknown_type", id="server-type"),
+    pytest.param(json.dumps(NAVIGATE), "missing_field", id="no-action"),
+    pytest.param(
+        json.dumps({**NAVIGATE, "action": "next", "force": True}),
+        "unexpected_field",
+        id="extra-field",
+    ),
+    pytest.param(
+        json.dumps({"type": "terminal.sync", "version": 3}), "unexpected_field", id="sync-extra"
+    ),
+    pytest.param(json.dumps({**NAVIGATE, "action": 5}), "invalid_field", id="action-number"),
+    pytest.param(json.dumps({**NAVIGATE, "action": None}), "invalid_field", id="action-null"),
+    pytest.param(json.dumps({**NAVIGATE, "action": "sideways"}), "invalid_action", id="action"),
+    pytest.param(json.dumps({**NAVIGATE, "action": "NEXT"}), "invalid_action", id="action-case"),
+    pytest.param(json.dumps({**NAVIGATE, "action": "search"}), "invalid_action", id="search"),
+    pytest.param(json.dumps({**NAVIGATE, "action": "goto"}), "missing_field", id="goto-no-id"),
+    pytest.param(
+        json.dumps({**NAVIGATE, "action": "goto", "image_id": "1"}), "invalid_field", id="id-str"
+    ),
+    pytest.param(
+        json.dumps({**NAVIGATE, "action": "goto", "image_id": True}), "invalid_field", id="id-bool"
+    ),
+    pytest.param(
+        json.dumps({**NAVIGATE, "action": "goto", "image_id": 1.5}), "invalid_field", id="id-float"
+    ),
+    pytest.param(
+        json.dumps({**NAVIGATE, "action": "goto", "image_id": 10**30}),
+        "image_not_found",
+        id="id-overflow",
+    ),
+    pytest.param(
+        json.dumps({**NAVIGATE, "action": "goto", "image_id": -1}),
+        "image_not_found",
+        id="id-negative",
+    ),
+    pytest.param(
+        json.dumps({**NAVIGATE, "action": "next", "image_id": 1}),
+        "unexpected_field",
+        id="id-without-goto",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "code"), BAD_MESSAGES)
+async def test_malformed_messages_get_an_error_and_are_never_executed(
+    text: str,
+    code: str,
+    make_terminal: Callable[..., Terminal],
+    owner: Any,
+    session_cookie: Callable[[Any], bytes],
+) -> None:
+    terminal = await database_sync_to_async(make_terminal)()
+    cookie = await database_sync_to_async(session_cookie)(owner)
+    socket, _ = await open_socket(terminal.slug, cookie=cookie)
+    try:
+        await socket.send_text(text)
+        error = await socket.receive()
+        assert (error["type"], error["code"]) == ("error", code)
+        assert isinstance(error["message"], str)
+        assert error["message"]
+        assert await version(terminal) == 0
+        # The socket lives on and still answers.
+        await socket.send({"type": "terminal.sync"})
+        assert (await socket.receive())["type"] == "terminal.state"
+    finally:
+        await socket.disconnect()
+
+
+async def test_binary_frames_are_refused(
+    make_terminal: Callable[..., Terminal],
+) -> None:
+    terminal = await database_sync_to_async(make_terminal)()
+    socket, _ = await open_socket(terminal.slug)
+    try:
+        await socket.communicator.send_to(bytes_data=b'{"type": "terminal.sync"}')
+        assert (await socket.receive())["code"] == "binary_not_supported"
+        await socket.send({"type": "terminal.sync"})
+        assert (await socket.receive())["type"] == "terminal.state"
+    finally:
+        await socket.disconnect()
+
+
+async def test_goto_an_image_of_another_terminal_is_not_found(
+    make_terminal: Callable[..., Terminal],
+    owner: Any,
+    session_cookie: Callable[[Any], bytes],
+) -> None:
+    terminal = await database_sync_to_async(make_terminal)(slug="lobby")
+    other = await database_sync_to_async(make_terminal)(slug="annex")
+    foreign_id = (await terminal_image_ids(other))[1]
+    cookie = await database_sync_to_async(session_cookie)(owner)
+    socket, _ = await open_socket(terminal.slug, cookie=cookie)
+    try:
+        await socket.send({**NAVIGATE, "action": "goto", "image_id": foreign_id})
+        error = await socket.receive()
+        assert (error["type"], error["code"]) == ("error", "image_not_found")
+        assert await socket.receive_nothing()
+        assert await version(terminal) == 0
+        assert await version(other) == 0
+    finally:
+        await socket.disconnect()
+
+
+async def test_navigating_an_empty_terminal_is_an_error(
+    make_terminal: Callable[..., Terminal],
+    owner: Any,
+    session_cookie: Callable[[Any], bytes],
+) -> None:
+    terminal = await database_sync_to_async(make_terminal)(images=0)
+    cookie = await database_sync_to_async(session_cookie)(owner)
+    socket, state = await open_socket(terminal.slug, cookie=cookie)
+    try:
+        assert state["image"] is None
+        assert state["neighbours"] == []
+        await socket.send({**NAVIGATE, "action": "next"})
+        assert (await socket.receive())["code"] == "empty_terminal"
+    finally:
+        await socket.disconnect()
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        pytest.param("x" * (64 * 1024 + 1), id="ascii"),
+        # Fewer characters than the limit, more bytes: the limit is in bytes.
+        pytest.param('{"type": "' + "€" * 30_000 + '"}', id="multibyte"),
+    ],
+)
+async def test_oversized_messages_are_refused_and_the_socket_closed(
+    payload: str, make_terminal: Callable[..., Terminal]
+) -> None:
+    assert settings.WEBSOCKET_MAX_MESSAGE_BYTES == 64 * 1024
+    terminal = await database_sync_to_async(make_terminal)()
+    socket, _ = await open_socket(terminal.slug)
+    try:
+        await socket.send_text(payload)
+        error = await socket.receive()
+        assert (error["type"], error["code"]) == ("error", "message_too_large")
+        assert await socket.receive_close() == 1009
+    finally:
+        await socket.disconnect()
+
+
+async def test_oversized_binary_frames_close_too(make_terminal: Callable[..., Terminal]) -> None:
+    terminal = await database_sync_to_async(make_terminal)()
+    socket, _ = await open_socket(terminal.slug)
+    try:
+        await socket.communicator.send_to(bytes_data=b"x" * (64 * 1024 + 1))
+        assert (await socket.receive())["code"] == "message_too_large"
+        assert await socket.receive_close() == 1009
+    finally:
+        await socket.disconnect()
+
+
+async def test_a_message_at_the_limit_is_parsed(
+    make_terminal: Callable[..., Terminal],
+) -> None:
+    terminal = await database_sync_to_async(make_terminal)()
+    socket, _ = await open_socket(terminal.slug)
+    try:
+        text = '{"type": "terminal.sync"}'
+        await socket.send_text(text + " " * (64 * 1024 - len(text)))
+        assert (await socket.receive())["type"] == "terminal.state"
+    finally:
+        await socket.disconnect()
+
+
+@pytest.mark.parametrize(
+    "origin", [b"http://evil.example", b"http://localhost.evil.example", b"null"]
+)
+async def test_foreign_origin_is_refused_at_the_handshake(
+    origin: bytes, make_terminal: Callable[..., Terminal]
+) -> None:
+    terminal = await database_sync_to_async(make_terminal)()
+    socket = Socket(terminal.slug, origin=origin)
+    connected, _ = await socket.connect()
+    assert not connected
+    await socket.disconnect()
+
+
+async def test_missing_origin_is_refused(make_terminal: Callable[..., Terminal]) -> None:
+    terminal = await database_sync_to_async(make_terminal)()
+    communicator = WebsocketCommunicator(application, f"/ws/terminals/{terminal.slug}/")
+    connected, _ = await communicator.connect(timeout=TIMEOUT)
+    assert not connected
+    await communicator.disconnect()
+
+
+async def test_unknown_terminal_is_refused(make_terminal: Callable[..., Terminal]) -> None:
+    await database_sync_to_async(make_terminal)(slug="lobby")
+    socket = Socket("no-such-terminal")
+    connected, _ = await socket.connect()
+    assert not connected
+    await socket.disconnect()
+
+
+async def test_sync_answers_with_the_current_state(
+    make_terminal: Callable[..., Terminal],
+) -> None:
+    terminal = await database_sync_to_async(make_terminal)(images=3)
+    ids = await terminal_image_ids(terminal)
+    socket, _ = await open_socket(terminal.slug)
+    try:
+        # A change this socket never heard of (as after a dropped connection).
+        await database_sync_to_async(Terminal.objects.filter(pk=terminal.pk).update)(
+            current_image_id=ids[2], version=7
+        )
+        assert await socket.receive_nothing()
+        await socket.send({"type": "terminal.sync"})
+        fresh = await socket.receive()
+        assert fresh["type"] == "terminal.state"
+        assert (fresh["version"], fresh["image"]["id"], fresh["image"]["position"]) == (
+            7,
+            ids[2],
+            3,
+        )
+        assert fresh["viewers"] == 1
+        # Asked again, it answers again even though nothing changed.
+        await socket.send({"type": "terminal.sync"})
+        assert (await socket.receive())["version"] == 7
+    finally:
+        await socket.disconnect()
+
+
+async def test_viewer_counts_follow_joins_and_leaves(
+    make_terminal: Callable[..., Terminal],
+    fresh_viewer_registry: presence.LocalViewers,
+) -> None:
+    terminal = await database_sync_to_async(make_terminal)()
+    other = await database_sync_to_async(make_terminal)(slug="annex")
+    first, first_state = await open_socket(terminal.slug)
+    elsewhere, elsewhere_state = await open_socket(other.slug)
+    second = third = None
+    try:
+        assert first_state["viewers"] == 1
+        assert elsewhere_state["viewers"] == 1
+
+        second, second_state = await open_socket(terminal.slug)
+        assert second_state["viewers"] == 2
+        assert await first.receive() == {"type": "terminal.viewers", "viewers": 2}
+
+        third, third_state = await open_socket(terminal.slug)
+        assert third_state["viewers"] == 3
+        assert await first.receive() == {"type": "terminal.viewers", "viewers": 3}
+        assert await second.receive() == {"type": "terminal.viewers", "viewers": 3}
+
+        await second.disconnect()
+        second = None
+        assert await first.receive() == {"type": "terminal.viewers", "viewers": 2}
+        assert await third.receive() == {"type": "terminal.viewers", "viewers": 2}
+        # Another terminal's viewers are not counted here, nor told.
+        assert await elsewhere.receive_nothing()
+        assert await fresh_viewer_registry.count(terminal_id=terminal.pk) == 2
+
+        await third.disconnect()
+        third = None
+        assert await first.receive() == {"type": "terminal.viewers", "viewers": 1}
+    finally:
+        for socket in (first, second, third, elsewhere):
+            if socket is not None:
+                await socket.disconnect()
+    assert await fresh_viewer_registry.count(terminal_id=terminal.pk) == 0
+    assert await fresh_viewer_registry.count(terminal_id=other.pk) == 0
+
+
+async def test_refused_sockets_are_not_counted(
+    make_terminal: Callable[..., Terminal],
+    fresh_viewer_registry: presence.LocalViewers,
+) -> None:
+    terminal = await database_sync_to_async(make_terminal)(is_public=False)
+    socket = Socket(terminal.slug)
+    connected, _ = await socket.connect()
+    assert not connected
+    await socket.disconnect()
+    await socket.disconnect()
+    assert await fresh_viewer_registry.count(terminal_id=terminal.pk) == 0
+
+
+async def test_two_controllers_racing_get_one_version_per_command(
+    make_terminal: Callable[..., Terminal],
+    make_user: Callable[..., Any],
+    owner: Any,
+    add_member: Callable[..., TerminalMembership],
+    session_cookie: Callable[[Any], bytes],
+) -> None:
+    per_socket = 20
+    terminal = await database_sync_to_async(make_terminal)(images=5)
+    ids = await terminal_image_ids(terminal)
+    rival = await database_sync_to_async(make_user)()
+    await database_sync_to_async(add_member)(terminal, rival)
+    owner_cookie = await database_sync_to_async(session_cookie)(owner)
+    rival_cookie = await database_sync_to_async(session_cookie)(rival)
+
+    one, _ = await open_socket(terminal.slug, cookie=owner_cookie)
+    two, _ = await open_socket(terminal.slug, cookie=rival_cookie)
+    watcher, _ = await open_socket(terminal.slug)
+    try:
+        for socket in (one, two, watcher):
+            while await socket.receive_nothing(timeout=0.2) is False:
+                assert (await socket.receive())["type"] == "terminal.viewers"
+
+        for _ in range(per_socket):
+            await one.send({**NAVIGATE, "action": "next"})
+            await two.send({**NAVIGATE, "action": "next"})
+
+        total = 2 * per_socket
+        for socket in (one, two, watcher):
+            states = [await socket.receive() for _ in range(total)]
+            assert {state["type"] for state in states} == {"terminal.state"}
+            versions = [state["version"] for state in states]
+            assert versions == list(range(1, total + 1))
+            # Every "next" moved exactly one step on from the state before it.
+            shown = [state["image"]["id"] for state in states]
+            assert shown == [ids[v % len(ids)] for v in range(1, total + 1)]
+            assert await socket.receive_nothing()
+        assert await version(terminal) == total
+    finally:
+        for socket in (one, two, watcher):
+            await socket.disconnect()
+
+
+async def test_a_viewer_whose_access_was_revoked_is_closed_on_the_next_change(
+    make_terminal: Callable[..., Terminal],
+    make_user: Callable[..., Any],
+    owner: Any,
+    add_member: Callable[..., TerminalMembership],
+    session_cookie: Callable[[Any], bytes],
+) -> None:
+    terminal = await database_sync_to_async(make_terminal)(is_public=False)
+    viewer = await database_sync_to_async(make_user)()
+    membership = await database_sync_to_async(add_member)(
+        terminal, viewer, TerminalMembership.Role.VIEWER
+    )
+    viewer_cookie = await database_sync_to_async(session_cookie)(viewer)
+    owner_cookie = await database_sync_to_async(session_cookie)(owner)
+
+    watching, _ = await open_socket(terminal.slug, cookie=viewer_cookie)
+    driving, _ = await open_socket(terminal.slug, cookie=owner_cookie)
+    try:
+        assert (await watching.receive())["type"] == "terminal.viewers"
+        await database_sync_to_async(membership.delete)()
+        await driving.send({**NAVIGATE, "action": "next"})
+        assert (await driving.receive())["version"] == 1
+
+        error = await watching.receive()
+        assert (error["type"], error["code"]) == ("error", "forbidden")
+        assert await watching.receive_close() == 4003
+    finally:
+        await watching.disconnect()
+        await driving.disconnect()
+
+
+async def test_logout_closes_the_users_sockets_only(
+    make_terminal: Callable[..., Terminal],
+    make_user: Callable[..., Any],
+    session_cookie: Callable[[Any], bytes],
+) -> None:
+    terminal = await database_sync_to_async(make_terminal)()
+    user = await database_sync_to_async(make_user)()
+    cookie = await database_sync_to_async(session_cookie)(user)
+    mine, _ = await open_socket(terminal.slug, cookie=cookie)
+    anonymous, _ = await open_socket(terminal.slug)
+    try:
+        assert (await mine.receive())["type"] == "terminal.viewers"
+        await sync_to_async(broadcast.user_sockets_close)(user_id=user.pk)
+        assert await mine.receive_close() == 4001
+        assert await anonymous.receive_nothing()
+    finally:
+        await mine.disconnect()
+        await anonymous.disconnect()
+
+
+async def test_image_progress_reaches_the_terminals_viewers(
+    make_terminal: Callable[..., Terminal],
+    make_image: Callable[..., Image],
+) -> None:
+    terminal = await database_sync_to_async(make_terminal)(slug="lobby")
+    other = await database_sync_to_async(make_terminal)(slug="annex")
+    image = await database_sync_to_async(make_image)(
+        terminal=terminal, prompt="a green heron", status=Image.Status.GENERATING
+    )
+    here, _ = await open_socket(terminal.slug)
+    there, _ = await open_socket(other.slug)
+    try:
+        await sync_to_async(broadcast.image_changed)(image=image)
+        message = await here.receive()
+        assert message["type"] == "image.progress"
+        assert message["image"]["id"] == image.pk
+        assert message["image"]["status"] == "generating"
+        assert message["image"]["prompt"] == "a green heron"
+        assert await there.receive_nothing()
+    finally:
+        await here.disconnect()
+        await there.disconnect()
+
+
+async def test_a_deleted_terminal_closes_its_sockets(
+    make_terminal: Callable[..., Terminal],
+    make_image: Callable[..., Image],
+) -> None:
+    terminal = await database_sync_to_async(make_terminal)()
+    image = await database_sync_to_async(make_image)(terminal=terminal)
+    socket, _ = await open_socket(terminal.slug)
+    try:
+        await database_sync_to_async(Terminal.objects.filter(pk=terminal.pk).delete)()
+        image.terminal_id = terminal.pk  # the payload built before the row went away
+        await sync_to_async(broadcast.image_changed)(image=image)
+        assert (await socket.receive())["code"] == "terminal_not_found"
+        assert await socket.receive_close() == 4003
+    finally:
+        await socket.disconnect()
