@@ -99,14 +99,19 @@ class RealtimeClient:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.channel: Any = None
 
-    async def connect(self, engine_url: str, key: str) -> httpx.Response:
-        """Offer, post to /realtime/calls, and apply the answer when it is a 201."""
+    async def connect(
+        self, engine_url: str, key: str, *, transport: httpx.AsyncBaseTransport | None = None
+    ) -> httpx.Response:
+        """Offer, post to /realtime/calls, and apply the answer when it is a 201.
+
+        `transport` lets a test serve the site's ASGI app in its own process and loop.
+        """
         self.pc.addTrack(self.microphone)
         self.channel = self.pc.createDataChannel("oai-events")
         self.channel.on("message", self._on_message)
         self.pc.on("track", self._on_track)
         await self.pc.setLocalDescription(await self.pc.createOffer())
-        async with httpx.AsyncClient(timeout=30) as http:
+        async with httpx.AsyncClient(timeout=30, transport=transport) as http:
             response = await http.post(
                 f"{engine_url}/realtime/calls",
                 content=self.pc.localDescription.sdp.encode(),

@@ -174,7 +174,14 @@ class Call:
             raise EngineError(
                 f"The SDP offer could not be read: {exc}", code="invalid_offer", param="sdp"
             ) from exc
-        if any(t.kind == "audio" for t in pc.getTransceivers()):
+        has_audio = any(t.kind == "audio" for t in pc.getTransceivers())
+        if not has_audio and pc.sctp is None:
+            raise EngineError(
+                "The SDP offer has neither an audio track nor a data channel.",
+                code="invalid_offer",
+                param="sdp",
+            )
+        if has_audio:
             pc.addTrack(self.output)
         answer = await pc.createAnswer()
         # aiortc does not trickle: setLocalDescription returns once gathering is complete.

@@ -1,0 +1,153 @@
+"""The engine's HTTP surface as a client sees it: status codes, headers, error envelopes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from artterminal.asgi import application
+from tests.engine.server import EngineServer
+
+
+def _post(
+    server: EngineServer, path: str, *, key: str | None = None, **kwargs: Any
+) -> httpx.Response:
+    headers = kwargs.pop("headers", {})
+    if key is not None:
+        headers["Authorization"] = f"Bearer {key}"
+    return httpx.post(f"{server.engine_url}{path}", headers=headers, timeout=10, **kwargs)
+
+
+def _assert_envelope(response: httpx.Response, status: int, code: str | None) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["Content-Type"] == "application/json"
+    error: dict[str, Any] = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["message"]
+    assert error["code"] == code
+    return error
+
+
+def test_missing_key_is_401(engine_server: EngineServer) -> None:
+    response = _post(engine_server, "/realtime/client_secrets", json={})
+    _assert_envelope(response, 401, "missing_api_key")
+
+
+def test_malformed_json_is_400(engine_server: EngineServer) -> None:
+    response = _post(
+        engine_server,
+        "/realtime/client_secrets",
+        key=engine_server.api_key,
+        content=b'{"session": ',
+        headers={"Content-Type": "application/json"},
+    )
+    _assert_envelope(response, 400, "invalid_json")
+
+
+def test_unknown_top_level_field_is_named(engine_server: EngineServer) -> None:
+    response = _post(
+        engine_server,
+        "/realtime/client_secrets",
+        key=engine_server.api_key,
+        json={"session": {"type": "realtime"}, "client_secret": {}},
+    )
+    error = _assert_envelope(response, 400, "unknown_parameter")
+    assert error["param"] == "client_secret"
+    assert error["type"] == "invalid_request_error"
+
+
+def test_no_csrf_token_needed_for_bearer_api(engine_server: EngineServer) -> None:
+    response = _post(
+        engine_server,
+        "/realtime/client_secrets",
+        key=engine_server.api_key,
+        json={"session": {"type": "realtime"}},
+        headers={"Origin": "http://evil.example", "Cookie": "csrftoken=x"},
+    )
+    assert response.status_code == 200
+    assert response.json()["value"].startswith("ek_")
+
+
+def test_methods(engine_server: EngineServer) -> None:
+    for path in ("/realtime/client_secrets", "/realtime/calls"):
+        preflight = httpx.options(f"{engine_server.engine_url}{path}", timeout=10)
+        assert preflight.status_code == 204
+        assert preflight.headers["Allow"] == "POST, OPTIONS"
+        wrong = httpx.get(f"{engine_server.engine_url}{path}", timeout=10)
+        _assert_envelope(wrong, 405, None)
+
+
+def _key(server: EngineServer) -> str:
+    response = _post(
+        server,
+        "/realtime/client_secrets",
+        key=server.api_key,
+        json={"session": {"type": "realtime"}},
+    )
+    value: str = response.json()["value"]
+    return value
+
+
+def test_calls_need_an_sdp_body(engine_server: EngineServer) -> None:
+    key = _key(engine_server)
+    as_json = _post(engine_server, "/realtime/calls", key=key, json={"sdp": "v=0"})
+    _assert_envelope(as_json, 400, "invalid_content_type")
+    not_sdp = _post(
+        engine_server,
+        "/realtime/calls",
+        key=key,
+        content=b"hello",
+        headers={"Content-Type": "application/sdp"},
+    )
+    _assert_envelope(not_sdp, 400, "invalid_offer")
+    # Refused offers do not use the key up.
+    assert (
+        _post(
+            engine_server,
+            "/realtime/calls",
+            key=key,
+            content=b"v=0\r\n",
+            headers={"Content-Type": "application/sdp"},
+        ).json()["error"]["code"]
+        == "invalid_offer"
+    )
+
+
+def test_calls_refuse_the_server_key_and_unknown_ek(engine_server: EngineServer) -> None:
+    for key in (engine_server.api_key, "ek_unknown"):
+        response = _post(
+            engine_server,
+            "/realtime/calls",
+            key=key,
+            content=b"v=0\r\n",
+            headers={"Content-Type": "application/sdp"},
+        )
+        _assert_envelope(
+            response, 401, "invalid_api_key" if key.startswith("sk") else "invalid_client_secret"
+        )
+
+
+def test_hangup_of_unknown_call(engine_server: EngineServer) -> None:
+    response = _post(engine_server, "/realtime/calls/rtc_nothing/hangup", key=engine_server.api_key)
+    _assert_envelope(response, 404, "call_not_found")
+
+
+@pytest.mark.parametrize("configured", ["", "sk-engine-configured"])
+async def test_engine_refuses_everything_without_a_server_key(
+    settings: Any, configured: str
+) -> None:
+    settings.ENGINE_API_KEY = configured
+    transport = httpx.ASGITransport(app=application)
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+        response = await http.post(
+            "/engine/v1/realtime/client_secrets",
+            json={"session": {"type": "realtime"}},
+            headers={"Authorization": "Bearer "},
+        )
+    if configured:
+        _assert_envelope(response, 401, "missing_api_key")
+    else:
+        error = _assert_envelope(response, 503, "engine_not_configured")
+        assert "ENGINE_API_KEY" in error["message"]

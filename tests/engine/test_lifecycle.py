@@ -1,0 +1,231 @@
+"""How calls end and what they leave behind, with the engine in the test's own process.
+
+The site's ASGI app runs in-process (httpx's ASGI transport) on the test's event loop,
+where the engine's peers then live too, so the tests can look inside: the registry,
+the peer and the asyncio tasks after a call ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from artterminal.asgi import application
+from tests.engine.client import RealtimeClient
+from voice.engine import secrets
+from voice.engine.call import Call
+from voice.engine.registry import registry
+from voice.engine.session import default_session
+
+API_KEY = "sk-engine-lifecycle-test"
+ENGINE = "http://127.0.0.1/engine/v1"
+
+
+@pytest.fixture(autouse=True)
+def engine_settings(settings: Any) -> None:
+    settings.ENGINE_API_KEY = API_KEY
+    settings.ENGINE_MAX_CALLS = 4
+
+
+@pytest.fixture
+def transport() -> httpx.ASGITransport:
+    return httpx.ASGITransport(app=application)
+
+
+@pytest.fixture
+async def http(transport: httpx.ASGITransport) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(transport=transport, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture(autouse=True)
+async def no_calls_left() -> AsyncIterator[None]:
+    yield
+    for call in registry.calls():
+        await call.close("test over")
+
+
+async def mint(http: httpx.AsyncClient, **session: Any) -> str:
+    response = await http.post(
+        f"{ENGINE}/realtime/client_secrets",
+        json={"session": {"type": "realtime", **session}},
+        headers={"Authorization": f"Bearer {API_KEY}"},
+    )
+    assert response.status_code == 200, response.text
+    value: str = response.json()["value"]
+    return value
+
+
+@pytest.fixture
+async def connected(
+    http: httpx.AsyncClient, transport: httpx.ASGITransport
+) -> AsyncIterator[Callable[..., Any]]:
+    clients: list[RealtimeClient] = []
+
+    async def connect(**session: Any) -> tuple[RealtimeClient, Call]:
+        client = RealtimeClient()
+        clients.append(client)
+        response = await client.connect(ENGINE, await mint(http, **session), transport=transport)
+        assert response.status_code == 201, response.text
+        await client.wait_for("session.created", timeout=15)
+        assert client.call_id is not None
+        call = registry.get(client.call_id)
+        assert call is not None
+        return client, call
+
+    yield connect
+    for client in clients:
+        await client.close()
+
+
+async def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+def call_tasks() -> list[asyncio.Task[Any]]:
+    """Live asyncio tasks running the engine's call code."""
+    return [
+        task
+        for task in asyncio.all_tasks()
+        if not task.done() and task.get_coro().__qualname__.startswith("Call.")  # type: ignore[union-attr]
+    ]
+
+
+def freed(call: Call) -> bool:
+    return (
+        call.closed
+        and registry.get(call.id) is None
+        and len(registry) == 0
+        and call.pc.connectionState == "closed"
+        and not call.tasks
+        and not call_tasks()
+    )
+
+
+async def test_hangup_frees_everything(
+    connected: Callable[..., Any], http: httpx.AsyncClient
+) -> None:
+    client, call = await connected(audio={"input": {"turn_detection": None}})
+    client.send(
+        {
+            "type": "conversation.item.create",
+            "item": {
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_text", "text": "hello there"}],
+            },
+        }
+    )
+    client.send({"type": "response.create"})
+    await client.wait_for("output_audio_buffer.started", timeout=15)
+    assert call_tasks(), "a speaking call runs tasks"
+
+    response = await http.post(
+        f"{ENGINE}/realtime/calls/{call.id}/hangup",
+        headers={"Authorization": f"Bearer {API_KEY}"},
+    )
+    assert response.status_code == 200
+    assert freed(call)
+    assert call.close_reason == "hung up"
+    assert not call.output.playing
+    again = await http.post(
+        f"{ENGINE}/realtime/calls/{call.id}/hangup",
+        headers={"Authorization": f"Bearer {API_KEY}"},
+    )
+    assert again.status_code == 404
+    assert again.json()["error"]["code"] == "call_not_found"
+
+
+async def test_hangup_needs_the_server_or_call_key(
+    connected: Callable[..., Any], http: httpx.AsyncClient
+) -> None:
+    _, call = await connected()
+    for header in ({}, {"Authorization": "Bearer ek_someone_else"}):
+        response = await http.post(f"{ENGINE}/realtime/calls/{call.id}/hangup", headers=header)
+        assert response.status_code == 401
+    assert registry.get(call.id) is call
+
+
+async def test_peer_closing_ends_the_call(connected: Callable[..., Any]) -> None:
+    client, call = await connected()
+    await client.close()
+    await eventually(lambda: freed(call))
+
+
+async def test_data_channel_closing_ends_the_call(connected: Callable[..., Any]) -> None:
+    client, call = await connected()
+    client.channel.close()
+    await eventually(lambda: freed(call))
+    assert call.close_reason == "data channel closed"
+
+
+async def test_watchdog_frees_a_call_that_never_connects(
+    http: httpx.AsyncClient, transport: httpx.ASGITransport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(registry, "connect_timeout_seconds", 0.5)
+    client = RealtimeClient()
+    client.pc.addTrack(client.microphone)
+    client.pc.createDataChannel("oai-events")
+    await client.pc.setLocalDescription(await client.pc.createOffer())
+    response = await http.post(
+        f"{ENGINE}/realtime/calls",
+        content=client.pc.localDescription.sdp.encode(),
+        headers={
+            "Authorization": f"Bearer {await mint(http)}",
+            "Content-Type": "application/sdp",
+        },
+    )
+    assert response.status_code == 201
+    call_id = response.headers["Location"].rsplit("/", 1)[-1]
+    call = registry.get(call_id)
+    assert call is not None
+    # The answer is never applied: the peer cannot connect.
+    await eventually(lambda: freed(call), timeout=5)
+    assert call.close_reason == "never connected"
+    await client.close()
+
+
+async def test_calls_end_at_the_time_limit(
+    connected: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(registry, "max_call_seconds", 1.0)
+    _, call = await connected()
+    await eventually(lambda: freed(call), timeout=5)
+    assert call.close_reason == "reached the call time limit"
+
+
+async def test_expired_key_is_401(http: httpx.AsyncClient, transport: httpx.ASGITransport) -> None:
+    secret = secrets.client_secret_create(session=default_session(), ttl_seconds=1)
+    await asyncio.sleep(1.1)
+    client = RealtimeClient()
+    try:
+        response = await client.connect(ENGINE, secret.value, transport=transport)
+    finally:
+        await client.close()
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "invalid_client_secret"
+    assert len(registry) == 0
+
+
+async def test_bad_offer_is_400_and_frees_its_slot(http: httpx.AsyncClient) -> None:
+    response = await http.post(
+        f"{ENGINE}/realtime/calls",
+        content=b"v=0\r\nthis is not a session description\r\n",
+        headers={
+            "Authorization": f"Bearer {await mint(http)}",
+            "Content-Type": "application/sdp",
+        },
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_offer"
+    assert len(registry) == 0
+    assert not call_tasks()
