@@ -178,7 +178,8 @@ REALTIME_VOICE = env.str("REALTIME_VOICE", default="verse")
 REALTIME_TOKEN_TTL_SECONDS = env.int("REALTIME_TOKEN_TTL_SECONDS", default=60)
 ENGINE_API_KEY = env.str("ENGINE_API_KEY", default="")
 # Where this site's server side reaches the built-in engine (it runs in the same Daphne).
-ENGINE_URL = env.str("ENGINE_URL", default=f"http://127.0.0.1:{env.int('PORT', default=8000)}/engine/v1")
+PORT = env.int("PORT", default=8000)
+ENGINE_URL = env.str("ENGINE_URL", default=f"http://127.0.0.1:{PORT}/engine/v1")
 ENGINE_MAX_CALLS = env.int("ENGINE_MAX_CALLS", default=16)
 
 # --- Websockets -----------------------------------------------------------------------
