@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from django.middleware.csrf import _get_new_csrf_string  # type: ignore[attr-defined]
+from django.middleware.csrf import _get_new_csrf_string
 from django.test import Client
 from django.urls import reverse
 
@@ -29,10 +29,12 @@ def csrf_client(user: Any | None = None) -> tuple[Client, dict[str, str]]:
     return client, {"HTTP_X_CSRFTOKEN": token}
 
 
-def post(client: Client, body: Any, headers: dict[str, str], **extra: Any) -> Any:
+def post(
+    client: Client, body: Any, headers: dict[str, str], content_type: str = "application/json"
+) -> Any:
     data = body if isinstance(body, (bytes, str)) else json.dumps(body)
-    content_type = extra.pop("content_type", "application/json")
-    return client.post(URL, data=data, content_type=content_type, **headers, **extra)
+    extra: dict[str, Any] = dict(headers)
+    return client.post(URL, data=data, content_type=content_type, **extra)
 
 
 def error_code(response: Any) -> str:
@@ -143,6 +145,7 @@ def test_a_controller_gets_a_key_and_a_session(
     assert "no-store" in response["Cache-Control"]
     body = response.json()
     session = VoiceSession.objects.get()
+    assert session.token_expires_at is not None
     assert body == {
         "value": "ek_test_0123456789abcdef",
         "expires_at": int(session.token_expires_at.timestamp()),

@@ -207,7 +207,8 @@ def test_generate_queues_an_image_on_the_terminal(
 def test_describe_the_current_or_a_given_image(
     session: VoiceSession, terminal: Terminal, make_image: Callable[..., Image]
 ) -> None:
-    Image.objects.filter(pk=terminal.current_image_id).update(
+    assert terminal.current_image is not None
+    Image.objects.filter(pk=terminal.current_image.pk).update(
         title="Fox at night", description="A fox looks up at a blue moon."
     )
     result = run(session, "describe_image", {})
