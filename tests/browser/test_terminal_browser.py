@@ -3,6 +3,7 @@ every other window shows, live and without a reload."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 from typing import Any
 
@@ -102,3 +103,42 @@ def test_private_terminal_is_not_shown_to_anonymous_visitors(
 
     assert response is not None and response.status == 404
     expect(page.locator(CURRENT)).to_have_count(0)
+
+
+def test_viewer_says_reconnecting_while_the_server_is_down_then_catches_up(
+    live_site: LiveSite, new_page: Callable[..., Any]
+) -> None:
+    terminal = live_site.seed_terminal("power-cut", images=3)
+    viewer = open_terminal(new_page(), terminal)
+    banner = viewer.locator("#terminal-banner")
+    expect(banner).to_be_hidden()
+
+    live_site.stop()
+    expect(banner).to_be_visible()
+    expect(banner).to_have_text("Reconnecting…")
+    expect(viewer.locator("#terminal")).to_have_attribute("data-connection", "offline")
+    # Changes the viewer cannot hear about while the server is away.
+    with sqlite3.connect(live_site.database, timeout=20) as connection:
+        connection.execute(
+            "UPDATE gallery_terminal SET current_image_id = ?, version = version + 5 WHERE id = ?",
+            (terminal.image_ids[2], terminal.id),
+        )
+    live_site.start()
+
+    expect(viewer.locator("#terminal")).to_have_attribute("data-connection", "open", timeout=30_000)
+    expect(banner).to_be_hidden()
+    expect(viewer.locator(CURRENT)).to_have_attribute("data-image-id", str(terminal.image_ids[2]))
+    expect(viewer.locator(CURRENT)).to_have_attribute("data-version", "5")
+
+
+def test_a_refused_navigation_is_explained_politely(
+    live_site: LiveSite, new_page: Callable[..., Any]
+) -> None:
+    terminal = live_site.seed_terminal("bare-walls", images=0)
+    controller = open_terminal(new_page("controller"), terminal)
+
+    controller.keyboard.press("ArrowRight")
+
+    notice = controller.locator("#terminal-notice")
+    expect(notice).to_be_visible()
+    expect(notice).to_have_text("This terminal has no images yet.")

@@ -1,0 +1,83 @@
+"""Making a picture in real Chromium: the form, the image page that follows the job
+through the database, and the terminal whose viewers see it queued."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.browser.conftest import LiveSite
+
+sync_api = pytest.importorskip("playwright.sync_api")
+expect = sync_api.expect
+
+pytestmark = pytest.mark.browser
+
+
+def test_created_picture_is_followed_from_queued_to_failed_and_seen_by_viewers(
+    live_site: LiveSite, new_page: Callable[..., Any]
+) -> None:
+    terminal = live_site.seed_terminal("workshop", images=1)
+    viewer = new_page()
+    viewer.goto(terminal.path)
+    expect(viewer.locator("#terminal")).to_have_attribute("data-connection", "open")
+    maker = new_page("controller")
+
+    maker.goto("/images/new/")
+    maker.get_by_label("Describe the picture").fill("a lighthouse on a cliff in a storm")
+    maker.get_by_label("Show it on a terminal").select_option(label="Workshop")
+    maker.get_by_role("button", name="Create picture").click()
+
+    expect(maker).to_have_url(re.compile(r"/images/\d+/$"))
+    image_id = int(maker.url.rstrip("/").rsplit("/", 1)[1])
+    expect(maker.locator("#image-status-text")).to_contain_text("Queued")
+    job = viewer.locator(f'[data-job-id="{image_id}"]')
+    expect(job).to_contain_text("Queued “a lighthouse on a cliff in a storm” 0%")
+
+    with sqlite3.connect(live_site.database, timeout=20) as connection:
+        connection.execute(
+            "UPDATE gallery_image SET status = 'generating', progress = 60 WHERE id = ?",
+            (image_id,),
+        )
+    expect(maker.locator("#image-status-text")).to_have_text("Generating… 60%")
+    with sqlite3.connect(live_site.database, timeout=20) as connection:
+        connection.execute(
+            "UPDATE gallery_image SET status = 'failed', error = ? WHERE id = ?",
+            ("The generator ran out of time.", image_id),
+        )
+    expect(maker.locator("#image-status-text")).to_have_text(
+        "This picture could not be made: The generator ran out of time."
+    )
+    expect(maker.locator("#image-status-badge")).to_have_text("Failed")
+
+
+def test_image_page_shows_the_picture_once_the_worker_stored_it(
+    live_site: LiveSite, new_page: Callable[..., Any]
+) -> None:
+    terminal = live_site.seed_terminal("darkroom", images=1)
+    maker = new_page("controller")
+    maker.goto("/images/new/")
+    maker.get_by_label("Describe the picture").fill("an orchard in spring")
+    maker.get_by_role("button", name="Create picture").click()
+    expect(maker).to_have_url(re.compile(r"/images/\d+/$"))
+    image_id = int(maker.url.rstrip("/").rsplit("/", 1)[1])
+    maker.evaluate("window.sameDocument = true")
+
+    # What a worker in another process leaves behind: a stored file and a ready row.
+    with sqlite3.connect(live_site.database, timeout=20) as connection:
+        connection.execute(
+            "UPDATE gallery_image SET status = 'ready', progress = 100, title = 'Orchard', "
+            "file = (SELECT file FROM gallery_image WHERE id = ?), "
+            "thumbnail = (SELECT thumbnail FROM gallery_image WHERE id = ?) WHERE id = ?",
+            (terminal.image_ids[0], terminal.image_ids[0], image_id),
+        )
+
+    picture = maker.locator("img.image-page__picture")
+    expect(picture).to_have_attribute("alt", "Orchard")
+    expect(picture).to_have_attribute("src", re.compile(r"/media/images/.+\.png$"))
+    assert maker.evaluate("window.sameDocument") is True
+    assert maker.evaluate("document.querySelector('img.image-page__picture').naturalWidth") > 0
