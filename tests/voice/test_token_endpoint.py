@@ -297,3 +297,25 @@ def test_upstream_failures_become_json_errors_and_a_failed_session(
     assert OPENAI_TEST_KEY[:10] not in everything
     assert "Incorrect API key provided" not in everything
     assert not VoiceEvent.objects.exists()
+
+
+def test_the_built_in_engine_accepts_the_minted_session(
+    live_server: Any, make_terminal: Callable[..., Any], owner: Any, settings: Any
+) -> None:
+    """No stub: the engine this site serves mints the key, over real HTTP."""
+    make_terminal(slug="lobby", name="Main Lobby")
+    settings.OPENAI_API_KEY = ""
+    settings.REALTIME_BASE_URL = ""
+    settings.ENGINE_URL = f"{live_server.url}/engine/v1"
+    settings.ENGINE_API_KEY = ENGINE_TEST_KEY
+    client, headers = csrf_client(owner)
+
+    response = post(client, {"terminal": "lobby"}, headers)
+
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["value"] and body["value"] != ENGINE_TEST_KEY
+    assert body["calls_url"] == "http://testserver/engine/v1/realtime/calls"
+    session = VoiceSession.objects.get()
+    assert (session.upstream, session.status) == ("engine", VoiceSession.Status.MINTED)
+    assert ENGINE_TEST_KEY not in response.content.decode()
