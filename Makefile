@@ -33,6 +33,7 @@ browser:
 run: setup .env
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py seed_demo
+	$(PY) manage.py reap_images
 	@trap 'kill 0' EXIT; \
 	$(PY) manage.py db_worker --queue-name '*' & \
 	$(VENV)/bin/daphne -b 127.0.0.1 -p $(PORT) artterminal.asgi:application & \

@@ -893,6 +893,7 @@ def _neon(canvas: Array, scene: Scene, rng: np.random.Generator) -> Array:
     image = image.convert("RGB").filter(ImageFilter.ModeFilter(5))
     edges = np.asarray(image.convert("L").filter(ImageFilter.FIND_EDGES), dtype=np.float32) / 255.0
     edges = np.clip(edges * 4.0, 0, 1)
+    edges[:2, :], edges[-2:, :], edges[:, :2], edges[:, -2:] = 0, 0, 0, 0  # filter border
     words = list(scene.reading.colours) or ["magenta", "cyan"]
     if len(words) == 1:
         words.append("cyan" if words[0] != "cyan" else "magenta")

@@ -1,0 +1,433 @@
+"""Generating images in the background: the render service, stale-job rescue, the
+progress relay, and the real django-tasks worker process (including one killed mid-job)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings as django_settings
+from django.core.management import call_command
+from django.utils import timezone
+from django_tasks_db.models import DBTaskResult
+from PIL import Image as PILImage
+
+from artterminal.groups import terminal_group_name
+from gallery import generation, relay
+from gallery.models import Image, Terminal
+from gallery.tasks import reap_stale_images, schedule_reaper
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def small_images(settings: Any) -> None:
+    settings.IMAGE_SIZE = 128
+    settings.IMAGE_PROVIDER = "local"
+
+
+@pytest.fixture
+def listen() -> Callable[[int], Callable[[], list[dict[str, Any]]]]:
+    """Join a terminal's group on the in-memory layer; return a drain of what arrived."""
+    layer = get_channel_layer()
+
+    def join(terminal_id: int) -> Callable[[], list[dict[str, Any]]]:
+        channel = async_to_sync(layer.new_channel)()
+        async_to_sync(layer.group_add)(terminal_group_name(terminal_id), channel)
+
+        async def drain() -> list[dict[str, Any]]:
+            messages = []
+            while True:
+                try:
+                    messages.append(await asyncio.wait_for(layer.receive(channel), 0.05))
+                except TimeoutError:
+                    return messages
+
+        return async_to_sync(drain)
+
+    return join
+
+
+def queued_image(owner: Any, terminal: Terminal | None = None, **extra: Any) -> Image:
+    return Image.objects.create(
+        owner=owner,
+        terminal=terminal,
+        prompt=extra.pop("prompt", "a red fox under a blue moon"),
+        provider=extra.pop("provider", "local"),
+        seed=7,
+        **extra,
+    )
+
+
+def age(image: Image, seconds: float) -> None:
+    Image.objects.filter(pk=image.pk).update(updated_at=timezone.now() - timedelta(seconds=seconds))
+
+
+def test_render_stores_the_picture_and_thumbnail_and_shows_it_on_an_empty_terminal(
+    owner: Any,
+    make_terminal: Callable[..., Terminal],
+    listen: Any,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    terminal = make_terminal(images=0)
+    image = queued_image(owner, terminal)
+    drain = listen(terminal.pk)
+    with django_capture_on_commit_callbacks(execute=True):
+        generation.image_render(image_id=image.pk, task_id="task-1")
+
+    image.refresh_from_db()
+    assert image.status == Image.Status.READY
+    assert (image.progress, image.attempts, image.error) == (100, 1, "")
+    assert (image.width, image.height) == (128, 128)
+    assert image.title == "Red Fox and Blue Moon"
+    assert image.description == "A red fox beneath a blue moon, on a night sky."
+    assert Path(image.file.path).is_file()
+    assert Path(image.file.path).is_relative_to(Path(django_settings.MEDIA_ROOT))
+    with PILImage.open(image.thumbnail.path) as thumb:
+        assert thumb.format in ("WEBP", "JPEG")
+        assert max(thumb.size) <= 320
+
+    terminal.refresh_from_db()
+    assert terminal.current_image_id == image.pk
+    assert terminal.version == 1
+    messages = drain()
+    statuses = [m["image"]["status"] for m in messages if m["type"] == "image.progress"]
+    assert statuses[0] == "generating"
+    assert statuses[-1] == "ready"
+    states = [m for m in messages if m["type"] == "terminal.state"]
+    assert [s["version"] for s in states] == [1]
+    assert states[0]["image"]["id"] == image.pk
+
+
+def test_a_terminal_already_showing_something_keeps_it(
+    owner: Any, make_terminal: Callable[..., Terminal]
+) -> None:
+    terminal = make_terminal(images=1)
+    before = (terminal.current_image_id, terminal.version)
+    image = queued_image(owner, terminal)
+    generation.image_render(image_id=image.pk)
+    terminal.refresh_from_db()
+    assert (terminal.current_image_id, terminal.version) == before
+
+
+def test_progress_is_recorded_and_broadcast_while_drawing(
+    owner: Any, make_terminal: Callable[..., Terminal], listen: Any, monkeypatch: Any
+) -> None:
+    monkeypatch.setattr(generation, "PROGRESS_INTERVAL_SECONDS", 0.0)
+    terminal = make_terminal(images=0)
+    drain = listen(terminal.pk)
+    image = queued_image(owner, terminal)
+    generation.image_render(image_id=image.pk)
+    progress = [m["image"]["progress"] for m in drain() if m["image"]["status"] == "generating"]
+    assert len(progress) >= 3
+    assert progress == sorted(progress)
+    assert 0 < progress[-1] < 100
+
+
+def test_a_provider_error_fails_the_image_with_a_readable_reason(owner: Any, settings: Any) -> None:
+    settings.OPENAI_API_KEY = ""
+    image = queued_image(owner, provider="openai")
+    generation.image_render(image_id=image.pk)
+    image.refresh_from_db()
+    assert image.status == Image.Status.FAILED
+    assert image.error == "The OpenAI image generator is selected but no API key is set."
+    assert not image.file
+
+
+def test_a_superseded_task_draws_nothing(owner: Any) -> None:
+    image = queued_image(owner, task_id="the-current-task")
+    assert generation.image_render(image_id=image.pk, task_id="an-old-task") is None
+    image.refresh_from_db()
+    assert (image.status, image.attempts) == (Image.Status.QUEUED, 0)
+
+
+def test_finished_or_missing_images_are_left_alone(owner: Any) -> None:
+    failed = queued_image(owner, status=Image.Status.FAILED, error="no")
+    assert generation.image_render(image_id=failed.pk) is None
+    assert generation.image_render(image_id=999_999) is None
+    failed.refresh_from_db()
+    assert (failed.status, failed.error) == (Image.Status.FAILED, "no")
+
+
+def test_stale_generating_images_are_requeued_then_failed_after_three_attempts(
+    owner: Any, settings: Any
+) -> None:
+    settings.IMAGE_JOB_TIMEOUT_SECONDS = 60
+    stale = queued_image(owner, status=Image.Status.GENERATING, attempts=1, task_id="lost")
+    fresh = queued_image(owner, status=Image.Status.GENERATING, attempts=1, task_id="alive")
+    spent = queued_image(owner, status=Image.Status.GENERATING, attempts=3, task_id="lost-3")
+    age(stale, 120)
+    age(spent, 120)
+
+    handled = generation.image_requeue_stale()
+
+    assert {i.pk for i in handled} == {stale.pk, spent.pk}
+    stale.refresh_from_db()
+    assert stale.status == Image.Status.QUEUED
+    job = DBTaskResult.objects.get(id=stale.task_id)
+    assert job.task_path == "gallery.tasks.generate_image"
+    assert job.args_kwargs["kwargs"] == {"image_id": stale.pk}
+    spent.refresh_from_db()
+    assert spent.status == Image.Status.FAILED
+    assert spent.error == "The generator stopped before finishing (attempt 3 of 3)."
+    fresh.refresh_from_db()
+    assert fresh.status == Image.Status.GENERATING
+
+
+def test_a_backed_up_queue_is_not_stale_but_a_job_nobody_holds_is(
+    owner: Any, settings: Any
+) -> None:
+    from gallery.tasks import generate_image
+
+    settings.IMAGE_JOB_TIMEOUT_SECONDS = 60
+    waiting = queued_image(owner)
+    waiting.task_id = str(generate_image.enqueue(image_id=waiting.pk).id)
+    waiting.save()
+    orphan = queued_image(owner, task_id="")
+    age(waiting, 600)
+    age(orphan, 600)
+    assert [i.pk for i in generation.image_requeue_stale()] == [orphan.pk]
+    orphan.refresh_from_db()
+    assert DBTaskResult.objects.filter(id=orphan.task_id, status="READY").exists()
+
+
+def test_one_reaper_waits_in_the_queue_at_a_time(db: None) -> None:
+    schedule_reaper()
+    schedule_reaper()
+    waiting = DBTaskResult.objects.filter(task_path=reap_stale_images.module_path)
+    assert waiting.count() == 1
+    assert waiting.get().run_after > timezone.now()
+
+
+def test_reap_images_command_rescues_and_reports(owner: Any, settings: Any, capsys: Any) -> None:
+    settings.IMAGE_JOB_TIMEOUT_SECONDS = 60
+    stale = queued_image(owner, status=Image.Status.GENERATING, attempts=1, task_id="lost")
+    age(stale, 120)
+    call_command("reap_images")
+    assert "Rescued 1 stale image job(s)." in capsys.readouterr().out
+    stale.refresh_from_db()
+    assert stale.status == Image.Status.QUEUED
+
+
+# --- the relay (in-memory layer, progress written by another process) ------------------
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_relay_carries_database_changes_to_terminal_viewers(
+    make_terminal: Callable[..., Terminal], owner: Any
+) -> None:
+    terminal = await database_sync_to_async(make_terminal)(images=0)
+    image = await database_sync_to_async(queued_image)(owner, terminal)
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.group_add(terminal_group_name(terminal.pk), channel)
+    await relay.ensure_image_relay()
+    first = relay._relays[asyncio.get_running_loop()]
+    await relay.ensure_image_relay()
+    assert relay._relays[asyncio.get_running_loop()] is first, "one relay per event loop"
+    try:
+        await asyncio.sleep(0.1)
+        # What the worker process writes, without any broadcast reaching this process:
+        await database_sync_to_async(
+            lambda: Image.objects.filter(pk=image.pk).update(
+                status=Image.Status.GENERATING, progress=40, updated_at=timezone.now()
+            )
+        )()
+        message = await asyncio.wait_for(layer.receive(channel), 3)
+        assert message["type"] == "image.progress"
+        assert (message["image"]["id"], message["image"]["progress"]) == (image.pk, 40)
+
+        await database_sync_to_async(_finish_as_worker)(image.pk, terminal.pk)
+        message = await asyncio.wait_for(layer.receive(channel), 3)
+        assert (message["type"], message["image"]["status"]) == ("image.progress", "ready")
+        state = await asyncio.wait_for(layer.receive(channel), 3)
+        assert state["type"] == "terminal.state"
+        assert (state["version"], state["image"]["id"]) == (1, image.pk)
+        with pytest.raises(TimeoutError):  # nothing is sent twice
+            await asyncio.wait_for(layer.receive(channel), 1.2)
+    finally:
+        await relay.stop_image_relay()
+
+
+def _finish_as_worker(image_id: int, terminal_id: int) -> None:
+    Image.objects.filter(pk=image_id).update(
+        status=Image.Status.READY, progress=100, updated_at=timezone.now()
+    )
+    Terminal.objects.filter(pk=terminal_id).update(current_image_id=image_id, version=1)
+
+
+async def test_relay_stays_off_with_a_shared_channel_layer(settings: Any) -> None:
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": ["redis://127.0.0.1:1"]},
+        }
+    }
+    await relay.ensure_image_relay()
+    assert asyncio.get_running_loop() not in relay._relays
+
+
+# --- the real worker process -----------------------------------------------------------
+
+
+class Site:
+    """A throwaway site database and media folder shared with worker subprocesses."""
+
+    def __init__(self, tmp_path: Path, **env: str) -> None:
+        self.db = tmp_path / "db.sqlite3"
+        self.media = tmp_path / "media"
+        self.env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("REDIS_URL", "DJANGO_SETTINGS_MODULE", "TASKS_BACKEND")
+        }
+        self.env.update(
+            DATABASE_URL=f"sqlite:///{self.db}",
+            MEDIA_ROOT=str(self.media),
+            DEBUG="true",
+            IMAGE_PROVIDER="local",
+            PYTHONUNBUFFERED="1",
+            **env,
+        )
+        self.workers: list[subprocess.Popen[bytes]] = []
+
+    def manage(self, *args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr.decode()[-2000:]
+        return done.stdout.decode()
+
+    def migrate_and_enqueue(self, prompt: str) -> int:
+        """Migrate the fresh database and ask for one image, in one process start."""
+        script = (
+            "from django.core.management import call_command\n"
+            "call_command('migrate', interactive=False, verbosity=0)\n"
+            "from django.contrib.auth import get_user_model\n"
+            "from gallery import services\n"
+            "from gallery.models import Terminal\n"
+            "user = get_user_model().objects.create_user('maker', password='a-long-password')\n"
+            "terminal = Terminal.objects.create(slug='hall', name='Hall', owner=user)\n"
+            f"image = services.image_generate(owner=user, prompt={prompt!r}, terminal=terminal)\n"
+            "print('IMAGE', image.pk)\n"
+        )
+        out = self.manage("shell", "-c", script)
+        return int(out.split("IMAGE", 1)[1].split()[0])
+
+    def start_worker(self) -> subprocess.Popen[bytes]:
+        worker = subprocess.Popen(
+            [
+                sys.executable,
+                "manage.py",
+                "db_worker",
+                "--queue-name",
+                "*",
+                "--interval",
+                "0.1",
+                "--no-startup-delay",
+                "--no-reload",
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.workers.append(worker)
+        return worker
+
+    def image(self, image_id: int) -> dict[str, Any]:
+        with sqlite3.connect(self.db, timeout=10) as conn:
+            conn.row_factory = sqlite3.Row
+            row = conn.execute("SELECT * FROM gallery_image WHERE id = ?", (image_id,)).fetchone()
+            return dict(row)
+
+    def current_image(self) -> int | None:
+        with sqlite3.connect(self.db, timeout=10) as conn:
+            return conn.execute("SELECT current_image_id FROM gallery_terminal").fetchone()[0]
+
+    def wait_for(
+        self, image_id: int, predicate: Callable[[dict[str, Any]], bool], timeout: float
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            row = self.image(image_id)
+            if predicate(row):
+                return row
+            if time.monotonic() > deadline:
+                raise AssertionError(f"image stuck: {row['status']} ({row['error']})")
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            if worker.poll() is None:
+                worker.kill()
+            worker.wait(timeout=10)
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[Callable[..., Site]]:
+    made: list[Site] = []
+
+    def make(**env: str) -> Site:
+        made.append(Site(tmp_path, **env))
+        return made[-1]
+
+    yield make
+    for s in made:
+        s.stop()
+
+
+@pytest.mark.slow
+def test_the_worker_process_generates_an_enqueued_image(site: Callable[..., Site]) -> None:
+    s = site(IMAGE_SIZE="256")
+    image_id = s.migrate_and_enqueue("a cat on a snowy hill with pine trees at night")
+    assert s.image(image_id)["status"] == "queued"
+    s.start_worker()
+    row = s.wait_for(image_id, lambda r: r["status"] in ("ready", "failed"), timeout=20)
+    assert row["status"] == "ready", row["error"]
+    assert (row["width"], row["height"], row["attempts"]) == (256, 256, 1)
+    assert (s.media / row["file"]).is_file()
+    assert (s.media / row["thumbnail"]).is_file()
+    assert s.current_image() == image_id
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_job_leaves_no_image_generating_forever(
+    site: Callable[..., Site],
+) -> None:
+    # A big picture gives the kill time to land mid-drawing; a short timeout lets the
+    # next worker's scheduled reaper notice the lost job quickly.
+    s = site(IMAGE_SIZE="1024", IMAGE_JOB_TIMEOUT_SECONDS="2")
+    image_id = s.migrate_and_enqueue("a red fox under a blue moon with mountains and trees")
+    first = s.start_worker()
+    s.wait_for(image_id, lambda r: r["status"] != "queued", timeout=20)
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=10)
+    killed = s.image(image_id)
+    assert killed["status"] == "generating", "the kill must land mid-job"
+    assert killed["attempts"] == 1
+
+    s.start_worker()
+    row = s.wait_for(image_id, lambda r: r["status"] in ("ready", "failed"), timeout=25)
+    assert row["status"] == "ready", row["error"]
+    assert row["attempts"] == 2
+    assert row["task_id"] != killed["task_id"]
+    assert (s.media / row["file"]).is_file()
