@@ -10,6 +10,8 @@ const BACKOFF_BASE_MS = 500;
 const BACKOFF_CAP_MS = 10000;
 // Past this the site is taken as gone for good: the panel says so instead of spinning.
 const MAX_ATTEMPTS = 12;
+// A server that takes the connection but never completes the handshake counts as down.
+const CONNECT_TIMEOUT_MS = 10000;
 
 export function mirrorable(event) {
   return Boolean(event && typeof event.type === "string" && !UNMIRRORED_TYPES.has(event.type));
@@ -64,7 +66,11 @@ export class Mirror {
   _open() {
     const socket = new WebSocket(this.url);
     this.socket = socket;
+    const connectTimer = setTimeout(() => {
+      if (socket.readyState === WebSocket.CONNECTING) socket.close();
+    }, CONNECT_TIMEOUT_MS);
     socket.onopen = () => {
+      clearTimeout(connectTimer);
       if (socket !== this.socket) return;
       this.attempt = 0;
       this.onState("open");
@@ -94,6 +100,7 @@ export class Mirror {
       if (handler) handler(data);
     };
     socket.onclose = (event) => {
+      clearTimeout(connectTimer);
       if (socket !== this.socket) return;
       this.socket = null;
       if (this.closing && this.pending.size === 0) return;

@@ -2,6 +2,9 @@
 // engine: the same code, only `calls_url` differs), and the token request that precedes it.
 
 const ICE_GATHERING_WAIT_MS = 2000;
+// A server that accepts the connection but never answers must not stall a reconnect.
+const TOKEN_TIMEOUT_MS = 15000;
+const CALLS_TIMEOUT_MS = 20000;
 
 // A failure with a message a person can act on. `retryable` tells the reconnect loop
 // whether trying again could help; `retryAfterMs` honours a server's Retry-After.
@@ -48,6 +51,16 @@ export async function openMicrophone() {
   }
 }
 
+async function fetchWithin(url, options, timeoutMs) {
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(), timeoutMs);
+  try {
+    return await fetch(url, { ...options, signal: controller.signal });
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 function readCookie(name) {
   for (const part of document.cookie.split(";")) {
     const [key, ...rest] = part.trim().split("=");
@@ -86,7 +99,7 @@ async function errorFromResponse(response, what) {
 export async function mintToken({ tokenUrl, terminal, csrfToken }) {
   let response;
   try {
-    response = await fetch(tokenUrl, {
+    response = await fetchWithin(tokenUrl, {
       method: "POST",
       credentials: "same-origin",
       headers: {
@@ -94,9 +107,9 @@ export async function mintToken({ tokenUrl, terminal, csrfToken }) {
         "X-CSRFToken": readCookie("csrftoken") || csrfToken || "",
       },
       body: JSON.stringify({ terminal }),
-    });
+    }, TOKEN_TIMEOUT_MS);
   } catch {
-    throw new VoiceError("The site could not be reached. Check the network connection.", {
+    throw new VoiceError("The site could not be reached or did not answer. Check the network connection.", {
       code: "network",
       retryable: true,
     });
@@ -179,14 +192,21 @@ export class RealtimeCall {
       if (this.closed) throw new VoiceError("The call was stopped.", { code: "stopped" });
       let response;
       try {
-        response = await fetch(current.calls_url, {
-          method: "POST",
-          body: this.pc.localDescription.sdp,
-          headers: { "Content-Type": "application/sdp", Authorization: `Bearer ${current.value}` },
-        });
+        response = await fetchWithin(
+          current.calls_url,
+          {
+            method: "POST",
+            body: this.pc.localDescription.sdp,
+            headers: { "Content-Type": "application/sdp", Authorization: `Bearer ${current.value}` },
+          },
+          CALLS_TIMEOUT_MS,
+        );
       } catch {
         this._closePeer();
-        throw new VoiceError("The voice service could not be reached.", { code: "network", retryable: true });
+        throw new VoiceError("The voice service could not be reached or did not answer.", {
+          code: "network",
+          retryable: true,
+        });
       }
       if (response.status === 401 && attempt === 0 && mint) {
         this._closePeer();
