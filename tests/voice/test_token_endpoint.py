@@ -158,7 +158,10 @@ def test_a_controller_gets_a_key_and_a_session(
     assert session.upstream == "openai"
     assert (session.model, session.voice) == ("gpt-realtime", "verse")
     assert session.status == VoiceSession.Status.MINTED
-    everything = response.content.decode() + json.dumps(dict(response.headers)) + caplog.text
+    stored = json.dumps(list(VoiceSession.objects.values()), default=str)
+    everything = (
+        response.content.decode() + json.dumps(dict(response.headers)) + caplog.text + stored
+    )
     assert OPENAI_TEST_KEY not in everything
 
 
