@@ -909,13 +909,11 @@ def _neon(canvas: Array, scene: Scene, rng: np.random.Generator) -> Array:
         y = hy + (s - hy) * (i / 13) ** 2
         if y < s:
             grid[int(y) : int(y) + max(1, s // 500) + 1, :] = 0.8
-    xs = np.arange(s, dtype=np.float32)
     for k in range(-12, 13):
         for y in range(hy, s):
             x = int(s / 2 + k * (y - hy) * 0.5 + k * 2)
             if 0 <= x < s:
                 grid[y, x : x + 2] = 0.8
-    del xs
     lines = np.clip(edges + grid * 0.6, 0, 1)
     glow = _blur(lines, s * 0.006) * 1.6 + _blur(lines, s * 0.02) * 1.2
     out = dark + hue * (lines[..., None] * 0.9 + glow[..., None] * 0.6)
