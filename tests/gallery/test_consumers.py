@@ -3,8 +3,14 @@ routing) with channels' WebsocketCommunicator."""
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Callable
+import shutil
+import socket as net
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -670,3 +676,88 @@ async def test_a_deleted_terminal_closes_its_sockets(
         assert await socket.receive_close() == 4003
     finally:
         await socket.disconnect()
+
+
+async def test_local_viewer_counts_never_go_negative() -> None:
+    registry = presence.LocalViewers()
+    assert await registry.leave(terminal_id=1, channel_name="never-joined") == 0
+    assert await registry.join(terminal_id=1, channel_name="a") == 1
+    assert await registry.join(terminal_id=1, channel_name="a") == 1
+    assert await registry.leave(terminal_id=1, channel_name="a") == 0
+    assert await registry.leave(terminal_id=1, channel_name="a") == 0
+    assert await registry.count(terminal_id=1) == 0
+
+
+@pytest.fixture
+def redis_url(tmp_path: Path) -> Iterator[str]:
+    """A private redis-server for this test, where the machine has one."""
+    server = shutil.which("redis-server")
+    if server is None:
+        pytest.skip("redis-server is not installed")
+    with net.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                net.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+async def test_redis_viewer_counts_are_shared_and_expire(redis_url: str) -> None:
+    # Two registries stand for two Daphne processes.
+    one = presence.RedisViewers(redis_url, ttl_seconds=1.0)
+    two = presence.RedisViewers(redis_url, ttl_seconds=1.0)
+    assert await one.join(terminal_id=7, channel_name="a") == 1
+    assert await two.join(terminal_id=7, channel_name="b") == 2
+    assert await two.join(terminal_id=8, channel_name="c") == 1
+    assert await one.count(terminal_id=7) == 2
+    assert await one.leave(terminal_id=7, channel_name="a") == 1
+    assert await one.leave(terminal_id=7, channel_name="a") == 1
+    assert await one.leave(terminal_id=9, channel_name="z") == 0
+
+    # "b" keeps refreshing; "c" belongs to a process that died.
+    for _ in range(3):
+        await asyncio.sleep(0.5)
+        assert await two.refresh(terminal_id=7, channel_name="b") == 1
+    assert await one.count(terminal_id=7) == 1
+    assert await one.count(terminal_id=8) == 0
+
+
+async def test_sockets_keep_their_place_in_a_shared_registry(
+    redis_url: str,
+    make_terminal: Callable[..., Terminal],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    registry = presence.RedisViewers(redis_url, ttl_seconds=0.9)
+    monkeypatch.setattr(presence, "_registry", registry)
+    terminal = await database_sync_to_async(make_terminal)()
+    # A viewer on another process that dies without leaving.
+    await registry.join(terminal_id=terminal.pk, channel_name="lost-process!socket")
+
+    watcher, state = await open_socket(terminal.slug)
+    try:
+        assert state["viewers"] == 2
+        # The lost viewer expires; this one, refreshed every 0.3 s, stays and is told.
+        assert await watcher.receive() == {"type": "terminal.viewers", "viewers": 1}
+        await asyncio.sleep(1.5)
+        assert await registry.count(terminal_id=terminal.pk) == 1
+        assert await watcher.receive_nothing()
+    finally:
+        await watcher.disconnect()
+    assert await registry.count(terminal_id=terminal.pk) == 0
