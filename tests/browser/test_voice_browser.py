@@ -11,11 +11,10 @@ from typing import Any
 
 import pytest
 
+from tests.browser.conftest import LiveSite, login_page
 from tests.browser.voice_fixtures import (  # noqa: F401  (fixtures used by name)
-    LiveSite,
+    STAFF,
     launch_chromium,
-    logged_in_context,
-    playwright_driver,
     silence,
     utterance,
     voice_site,
@@ -57,8 +56,17 @@ def open_viewer(browser: Any, site: LiveSite, slug: str) -> Any:
     return page
 
 
+def logged_in_page(browser: Any, site: LiveSite, who: str = "controller") -> Any:
+    """A page in its own context, logged in through the site's form, microphone allowed."""
+    context = browser.new_context(base_url=site.url)
+    context.grant_permissions(["microphone"], origin=site.url)
+    page = context.new_page()
+    login_page(page, who)
+    return page
+
+
 def open_panel(browser: Any, site: LiveSite, slug: str) -> Any:
-    page = logged_in_context(browser, site).new_page()
+    page = logged_in_page(browser, site)
     page.goto(f"/terminals/{slug}/")
     expect(page.locator(PANEL)).to_be_visible()
     return page
@@ -145,7 +153,7 @@ def test_spoken_command_moves_the_picture_for_every_viewer(
     )
 
     # Staff see the session and its event timeline in the admin.
-    staff = logged_in_context(browser, site, "staff").new_page()
+    staff = logged_in_page(browser, site, STAFF)
     staff.goto(f"/admin/voice/voicesession/{session_id}/change/")
     expect(staff.locator("body")).to_contain_text("response.function_call_arguments.done")
     expect(staff.locator("body")).to_contain_text("navigate_gallery")
@@ -190,9 +198,8 @@ def test_denied_microphone_is_explained(
     site = voice_site
     # No fake-UI flag and no granted permission: Chromium refuses the microphone.
     browser = launch_chromium(wav=None, fake_ui=False)
-    context = browser.new_context(base_url=site.url)
-    context.add_cookies([{"name": "sessionid", "value": site.sessions["owner"], "url": site.url}])
-    page = context.new_page()
+    page = browser.new_context(base_url=site.url).new_page()
+    login_page(page, "controller")
     page.goto("/terminals/denied/")
     page.locator("[data-voice-toggle]").click()
 
@@ -218,7 +225,7 @@ def test_server_restart_is_survived(
     expect(status).to_contain_text("Listening", timeout=20_000)
     [(first_session, _)] = sessions_on(site, "restart")
 
-    site.kill()
+    site.stop()
     expect(status).to_contain_text("Reconnecting", timeout=15_000)
     site.start()
     expect(status).to_contain_text("Listening", timeout=60_000)
