@@ -41,6 +41,8 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
         self.viewers = 0
         self.sent_viewers = -1
         self.presence_task: asyncio.Task[None] | None = None
+        # Once the server hangs up, frames and broadcasts still queued are dropped.
+        self.closing = False
         self.commands: dict[str, Callable[[Any], Awaitable[None]]] = {
             "terminal.navigate": self.navigate,
             "terminal.sync": self.sync,
@@ -94,11 +96,19 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
             await self._broadcast_viewers()
             self.terminal_id = None
 
+    async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
+        """Runs when the server hangs up (refusal, oversized frame, revoked access,
+        logout): nothing queued behind it is executed any more."""
+        self.closing = True
+        await super().close(code=code, reason=reason)
+
     # --- Browser → server -----------------------------------------------------------
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Runs for every frame from the browser: parse it strictly, then dispatch it to
         the command it names. A refused frame gets an `error` and is never executed."""
+        if self.closing:
+            return
         limit = settings.WEBSOCKET_MAX_MESSAGE_BYTES
         if text_data is None:
             if len(bytes_data or b"") > limit:
@@ -143,7 +153,7 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
     async def terminal_state(self, event: dict[str, Any]) -> None:
         """Runs after a navigation committed: forward the state with this socket's
         viewer count and rights, re-checked now since they may have changed."""
-        if self.terminal_id is None or int(event["version"]) <= self.sent_version:
+        if self.closing or self.terminal_id is None or int(event["version"]) <= self.sent_version:
             return
         rights = await database_sync_to_async(_rights)(terminal_id=self.terminal_id, user=self.user)
         if rights is None:
@@ -162,7 +172,7 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
     async def image_progress(self, event: dict[str, Any]) -> None:
         """Runs when an image made for this terminal is queued, progresses, is ready or
         fails (gallery.broadcast.image_changed)."""
-        if self.terminal_id is None:
+        if self.closing or self.terminal_id is None:
             return
         rights = await database_sync_to_async(_rights)(terminal_id=self.terminal_id, user=self.user)
         if rights is None:
@@ -213,7 +223,7 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
         await self.channel_layer.group_send(terminal_group_name(self.terminal_id), message)
 
     async def _send_viewers_if_changed(self) -> None:
-        if self.viewers != self.sent_viewers:
+        if self.viewers != self.sent_viewers and not self.closing:
             self.sent_viewers = self.viewers
             await self.send_json(events.terminal_viewers_message(self.viewers))
 

@@ -9,7 +9,7 @@ import shutil
 import socket as net
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from django.test import Client
 from artterminal.asgi import application
 from gallery import broadcast, presence, selectors
 from gallery.models import Image, Terminal, TerminalMembership
+from gallery.relay import stop_image_relay
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -36,6 +37,13 @@ def fresh_viewer_registry(monkeypatch: pytest.MonkeyPatch) -> presence.LocalView
     registry = presence.LocalViewers()
     monkeypatch.setattr(presence, "_registry", registry)
     return registry
+
+
+@pytest.fixture(autouse=True)
+async def stop_relay_after_test() -> AsyncIterator[None]:
+    """Connecting starts the image relay on the test's event loop; stop it with the loop."""
+    yield
+    await stop_image_relay()
 
 
 @pytest.fixture
@@ -428,6 +436,25 @@ async def test_a_message_at_the_limit_is_parsed(
         text = '{"type": "terminal.sync"}'
         await socket.send_text(text + " " * (64 * 1024 - len(text)))
         assert (await socket.receive())["type"] == "terminal.state"
+    finally:
+        await socket.disconnect()
+
+
+async def test_nothing_queued_behind_an_oversized_frame_runs(
+    make_terminal: Callable[..., Terminal],
+    owner: Any,
+    session_cookie: Callable[[Any], bytes],
+) -> None:
+    terminal = await database_sync_to_async(make_terminal)()
+    cookie = await database_sync_to_async(session_cookie)(owner)
+    socket, _ = await open_socket(terminal.slug, cookie=cookie)
+    try:
+        await socket.send_text("x" * (64 * 1024 + 1))
+        await socket.send({**NAVIGATE, "action": "next"})
+        assert (await socket.receive())["code"] == "message_too_large"
+        assert await socket.receive_close() == 1009
+        assert await socket.receive_nothing()
+        assert await version(terminal) == 0
     finally:
         await socket.disconnect()
 
