@@ -109,8 +109,10 @@ class TerminalAdmin(admin.ModelAdmin):
     search_fields = ("name", "slug")
     list_select_related = ("owner", "current_image")
     prepopulated_fields = {"slug": ("name",)}
-    raw_id_fields = ("owner", "current_image")
-    readonly_fields = ("current_preview", "version", "created_at")
+    raw_id_fields = ("owner",)
+    # What a terminal shows changes only through navigation, which bumps the version
+    # and tells every viewer; an edit here would leave them showing a stale picture.
+    readonly_fields = ("current_preview", "current_image", "version", "created_at")
     fields = (
         "name",
         "slug",

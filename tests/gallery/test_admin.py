@@ -119,3 +119,28 @@ def test_admin_is_closed_to_people_who_are_not_staff(
     response = client.get(reverse("admin:gallery_image_changelist"))
 
     assert response.status_code == 302
+
+
+def test_terminal_admin_does_not_move_the_picture_behind_the_viewers_backs(
+    staff: Client, make_terminal: Callable[..., Terminal]
+) -> None:
+    terminal = make_terminal(slug="lobby", images=2)
+    first, second = terminal.images.order_by("id")
+
+    response = staff.post(
+        reverse("admin:gallery_terminal_change", args=[terminal.pk]),
+        {
+            "name": "Lobby",
+            "slug": "lobby",
+            "owner": terminal.owner_id,
+            "is_public": "on",
+            "current_image": second.pk,
+            "memberships-TOTAL_FORMS": "0",
+            "memberships-INITIAL_FORMS": "0",
+        },
+    )
+
+    assert response.status_code == 302  # saved
+    terminal.refresh_from_db()
+    assert terminal.current_image_id == first.pk
+    assert terminal.version == 0
