@@ -1,0 +1,154 @@
+"""Turn detection for the built-in engine: where an utterance starts and stops.
+
+webrtcvad classifies 30 ms frames of 16 kHz mono s16le audio. Two extra gates keep
+steady background noise from holding a turn open: an absolute energy floor and a
+noise floor that tracks the quietest recent frames. The session's ``threshold`` (0..1)
+raises all three: webrtcvad's aggressiveness, the absolute floor and the margin over
+the noise floor.
+
+Times follow the Realtime protocol: milliseconds from the first byte fed.
+``audio_start_ms`` includes the prefix padding; ``audio_end_ms`` is when the silence
+that ended the turn was complete (so it includes ``silence_duration_ms``).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+import webrtcvad
+
+SAMPLE_RATE = 16_000
+FRAME_MS = 30
+_BYTES_PER_MS = SAMPLE_RATE * 2 // 1000
+FRAME_BYTES = FRAME_MS * _BYTES_PER_MS
+# A turn starts once this many of the last few frames are voiced: a click or a
+# single noisy frame does not open a turn.
+_ONSET_WINDOW = 4
+_ONSET_VOICED = 3
+# Audio held while nobody speaks, so a manual commit (turn detection off) still has
+# the whole buffer; older audio is dropped to bound memory.
+_MAX_BUFFER_MS = 60_000
+# The noise floor is a low percentile of the recent frames' energy: long enough a
+# window that it spans the pauses between words, so it settles on the background.
+_FLOOR_WINDOW = 100
+_FLOOR_PERCENTILE = 10
+
+
+@dataclass(frozen=True)
+class SpeechStarted:
+    audio_start_ms: int
+
+
+@dataclass(frozen=True)
+class SpeechStopped:
+    audio_end_ms: int
+    audio: bytes  # the utterance, 16 kHz mono s16le, incl. prefix padding
+
+
+class VoiceActivityDetector:
+    """Feeds on a stream of audio and reports where each spoken turn starts and stops."""
+
+    def __init__(
+        self,
+        *,
+        threshold: float = 0.5,
+        prefix_padding_ms: int = 300,
+        silence_duration_ms: int = 500,
+    ) -> None:
+        threshold = min(1.0, max(0.0, float(threshold)))
+        self._vad = webrtcvad.Vad(min(3, int(threshold * 4)))
+        # -70 dBFS at threshold 0, -30 dBFS at 1: the quietest frame that may count as voice.
+        self._min_rms = 32768.0 * 10 ** ((-70.0 + 40.0 * threshold) / 20.0)
+        # Voice must stand this far above the noise floor (3 dB at 0, 6 dB at 0.5, 8 dB at 1).
+        self._noise_margin = 1.4 + 1.2 * threshold
+        self.prefix_padding_ms = max(0, int(prefix_padding_ms))
+        self.silence_duration_ms = max(FRAME_MS, int(silence_duration_ms))
+        self._reset_stream()
+
+    def _reset_stream(self) -> None:
+        self._partial = b""
+        self._buffer = bytearray()  # audio since the last turn boundary
+        self._buffer_start_ms = getattr(self, "_position_ms", 0)
+        self._position_ms = self._buffer_start_ms
+        self._recent: deque[tuple[int, bool]] = deque(maxlen=_ONSET_WINDOW)
+        self._speaking = False
+        self._start_ms = 0
+        self._silence_ms = 0
+        self._energies: deque[float] = deque(maxlen=_FLOOR_WINDOW)
+
+    def feed(self, pcm: bytes) -> list[SpeechStarted | SpeechStopped]:
+        """Take more audio (any length); returns the turn events it completed, in order."""
+        data = self._partial + pcm
+        whole = len(data) - len(data) % FRAME_BYTES
+        self._partial = data[whole:]
+        events: list[SpeechStarted | SpeechStopped] = []
+        for offset in range(0, whole, FRAME_BYTES):
+            event = self._frame(data[offset : offset + FRAME_BYTES])
+            if event is not None:
+                events.append(event)
+        return events
+
+    def commit(self) -> SpeechStopped | None:
+        """End the current turn now (``input_audio_buffer.commit``); None if nothing buffered."""
+        if self._partial:
+            self._buffer += self._partial
+            self._position_ms += len(self._partial) // _BYTES_PER_MS
+            self._partial = b""
+        if not self._buffer:
+            return None
+        start = self._start_ms if self._speaking else self._buffer_start_ms
+        return self._stop(start)
+
+    def clear(self) -> None:
+        """Drop buffered audio and any turn in progress (``input_audio_buffer.clear``)."""
+        self._position_ms += len(self._partial) // _BYTES_PER_MS
+        self._reset_stream()
+
+    def _is_voiced(self, frame: bytes) -> bool:
+        samples = np.frombuffer(frame, dtype="<i2").astype(np.float64)
+        rms = float(np.sqrt(np.mean(samples * samples)))
+        self._energies.append(rms)
+        floor = float(np.percentile(self._energies, _FLOOR_PERCENTILE))
+        if rms < self._min_rms or rms < floor * self._noise_margin:
+            return False
+        return bool(self._vad.is_speech(frame, SAMPLE_RATE))
+
+    def _frame(self, frame: bytes) -> SpeechStarted | SpeechStopped | None:
+        frame_start = self._position_ms
+        voiced = self._is_voiced(frame)
+        self._buffer += frame
+        self._position_ms += FRAME_MS
+        if self._speaking:
+            self._silence_ms = 0 if voiced else self._silence_ms + FRAME_MS
+            if self._silence_ms >= self.silence_duration_ms:
+                return self._stop(self._start_ms)
+            return None
+        self._recent.append((frame_start, voiced))
+        if sum(v for _, v in self._recent) >= _ONSET_VOICED:
+            onset = next(ms for ms, v in self._recent if v)
+            self._speaking = True
+            self._silence_ms = 0
+            self._start_ms = max(self._buffer_start_ms, onset - self.prefix_padding_ms)
+            self._recent.clear()
+            return SpeechStarted(audio_start_ms=self._start_ms)
+        self._trim_idle_buffer()
+        return None
+
+    def _trim_idle_buffer(self) -> None:
+        excess_ms = self._position_ms - self._buffer_start_ms - _MAX_BUFFER_MS
+        if excess_ms > 0:
+            del self._buffer[: excess_ms * _BYTES_PER_MS]
+            self._buffer_start_ms += excess_ms
+
+    def _stop(self, start_ms: int) -> SpeechStopped:
+        skip = (start_ms - self._buffer_start_ms) * _BYTES_PER_MS
+        audio = bytes(self._buffer[skip:])
+        end_ms = self._position_ms
+        self._buffer = bytearray()
+        self._buffer_start_ms = end_ms
+        self._speaking = False
+        self._silence_ms = 0
+        self._recent.clear()
+        return SpeechStopped(audio_end_ms=end_ms, audio=audio)
