@@ -1,0 +1,82 @@
+"""Gallery pages at scale: the gallery grid and a terminal page with 10 000 images,
+against the same pages with 10 images.
+
+Render time is measured over HTTP against a real Daphne (sequential requests, so it is
+the page's own cost, not queueing); the SQL query count comes from Django's test client
+on the same database (`bench.site count_queries`).
+"""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+
+from bench import server
+from bench.common import Entry, Options, Outcome, at_most, percentile
+
+LARGE = 10_000
+SMALL = 10
+REQUESTS = 30
+WARMUP = 3
+PAGES = {"index": "/", "terminal": "/terminals/gallery/"}
+
+
+def _measure(
+    options: Options, images: int, requests: int
+) -> tuple[dict[str, list[float]], dict[str, int]]:
+    site, listener = server.prepare_site(options.workdir / f"gallery-{images}")
+    site.manage("seed_terminal", slug="gallery", images=images)
+    queries = site.manage("count_queries", paths=list(PAGES.values()))
+    server.start_site(site, listener)
+    times: dict[str, list[float]] = {name: [] for name in PAGES}
+    try:
+        with httpx.Client(base_url=site.url, timeout=60) as client:
+            for name, path in PAGES.items():
+                for attempt in range(WARMUP + requests):
+                    began = time.perf_counter()
+                    response = client.get(path)
+                    elapsed = (time.perf_counter() - began) * 1000
+                    response.raise_for_status()
+                    if attempt >= WARMUP:
+                        times[name].append(elapsed)
+    finally:
+        server.stop_site(site)
+    return times, {name: queries[path] for name, path in PAGES.items()}
+
+
+def run(options: Options) -> Outcome:
+    large, requests = (200, 3) if options.quick else (LARGE, REQUESTS)
+    small_times, small_queries = _measure(options, SMALL, requests)
+    large_times, large_queries = _measure(options, large, requests)
+    outcome = Outcome()
+    for name in PAGES:
+        value, baseline = percentile(large_times[name], 50), percentile(small_times[name], 50)
+        outcome.entries.append(
+            Entry(
+                f"gallery.{name}_ms",
+                value,
+                "ms",
+                baseline,
+                "≤ 1.5× baseline",
+                at_most(value, 1.5 * baseline),
+            )
+        )
+        outcome.entries.append(
+            Entry(
+                f"gallery.{name}_queries",
+                large_queries[name],
+                "queries",
+                small_queries[name],
+                "= baseline",
+                large_queries[name] == small_queries[name],
+            )
+        )
+        outcome.distributions[f"gallery {name} page render (ms)"] = {
+            f"{SMALL} images": small_times[name],
+            f"{large} images": large_times[name],
+        }
+    outcome.notes.append(
+        f"gallery: median of {requests} sequential requests per page, {large} vs {SMALL} images"
+    )
+    return outcome
