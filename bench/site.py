@@ -122,8 +122,21 @@ def count_queries(*, paths: list[str]) -> dict[str, int]:
     return counts
 
 
+def mint_body(*, slug: str) -> dict[str, Any]:
+    """The body the token endpoint posts to the engine's client_secrets for `slug`."""
+    from voice import clients, services
+
+    config = clients.realtime_config()
+    terminal = Terminal.objects.select_related("current_image").get(slug=slug)
+    return {
+        "expires_after": {"anchor": "created_at", "seconds": config.token_ttl_seconds},
+        "session": services.voice_session_config(terminal=terminal, config=config),
+    }
+
+
 COMMANDS: dict[str, Callable[..., Any]] = {
     "seed_terminal": seed_terminal,
+    "mint_body": mint_body,
     "count_queries": count_queries,
 }
 
