@@ -83,6 +83,18 @@ def sessions_on(site: LiveSite, slug: str) -> list[tuple[int, str]]:
     ]
 
 
+def mirrored_types(site: LiveSite, slug: str) -> list[str]:
+    return [
+        f"{direction}:{kind}"
+        for direction, kind in site.query(
+            "SELECT e.direction, e.type FROM voice_voiceevent e "
+            "JOIN voice_voicesession s ON e.session_id = s.id "
+            "JOIN gallery_terminal t ON s.terminal_id = t.id WHERE t.slug = ? ORDER BY e.id",
+            slug,
+        )
+    ]
+
+
 def wait_for(condition: Callable[[], Any], *, timeout: float, what: str) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -111,9 +123,16 @@ def test_spoken_command_moves_the_picture_for_every_viewer(
     expect(page.locator(STATUS)).to_contain_text("Listening", timeout=20_000)
 
     # The recorded "show the next picture" plays into the call; the other window follows.
-    expect(viewer.locator("#terminal-current")).to_have_attribute(
-        "data-image-id", str(expected), timeout=45_000
-    )
+    try:
+        expect(viewer.locator("#terminal-current")).to_have_attribute(
+            "data-image-id", str(expected), timeout=45_000
+        )
+    except AssertionError as missed:
+        raise AssertionError(
+            f"The spoken command did not move the picture.\n"
+            f"Panel: {page.locator(PANEL).inner_text()!r}\n"
+            f"Mirrored events: {mirrored_types(site, 'spoken')}"
+        ) from missed
     transcript = page.locator("[data-transcript]")
     expect(transcript).to_have_attribute("aria-live", "polite")
     expect(transcript.locator("[data-role='user']").first).to_contain_text(
@@ -152,12 +171,6 @@ def test_spoken_command_moves_the_picture_for_every_viewer(
         what="the hang-up to end the session",
     )
 
-    # Staff see the session and its event timeline in the admin.
-    staff = logged_in_page(browser, site, STAFF)
-    staff.goto(f"/admin/voice/voicesession/{session_id}/change/")
-    expect(staff.locator("body")).to_contain_text("response.function_call_arguments.done")
-    expect(staff.locator("body")).to_contain_text("navigate_gallery")
-
 
 def test_typed_command_opens_a_call_and_moves_the_picture(
     voice_site: LiveSite,  # noqa: F811
@@ -189,6 +202,18 @@ def test_typed_command_opens_a_call_and_moves_the_picture(
     assert any("next image" in payload for (payload,) in sent)
     page.locator("[data-voice-toggle]").click()
     expect(page.locator(STATUS)).to_contain_text("Voice is off")
+    wait_for(
+        lambda: sessions_on(site, "typed") == [(session_id, "ended")],
+        timeout=15,
+        what="the hang-up to end the session",
+    )
+
+    # Staff see the session and its event timeline in the admin.
+    staff = logged_in_page(browser, site, STAFF)
+    staff.goto(f"/admin/voice/voicesession/{session_id}/change/")
+    expect(staff.locator("body")).to_contain_text("response.function_call_arguments.done")
+    expect(staff.locator("body")).to_contain_text("navigate_gallery")
+    expect(staff.locator("body")).to_contain_text("next image")
 
 
 def test_denied_microphone_is_explained(
