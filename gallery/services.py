@@ -77,8 +77,10 @@ def terminal_navigate(
         locked.current_image = target
         locked.version += 1
         locked.save(update_fields=["current_image", "version"])
-        state = selectors.terminal_state(terminal=locked)
-        transaction.on_commit(lambda: broadcast.terminal_state(terminal_id=locked.pk, state=state))
+    # The state is read after the write lock is released, which keeps the write short;
+    # its version and image are the ones just committed, held in `locked`.
+    state = selectors.terminal_state(terminal=locked)
+    transaction.on_commit(lambda: broadcast.terminal_state(terminal_id=locked.pk, state=state))
     return locked
 
 
