@@ -36,7 +36,7 @@ run: setup .env
 	$(PY) manage.py reap_images
 	@trap 'kill 0' EXIT; \
 	$(PY) manage.py db_worker --queue-name '*' & \
-	$(VENV)/bin/daphne -b 127.0.0.1 -p $(PORT) artterminal.asgi:application & \
+	$(VENV)/bin/daphne -b 127.0.0.1 -p $(PORT) --websocket-max-message-size 131072 artterminal.asgi:application & \
 	sleep 2; \
 	echo; echo "Art Terminal is running at http://127.0.0.1:$(PORT)/terminals/lobby/"; \
 	echo "Demo login: demo / demo-gallery-2026   (Ctrl-C stops the site and the worker)"; \
