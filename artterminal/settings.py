@@ -186,6 +186,17 @@ ENGINE_MAX_CALLS = env.int("ENGINE_MAX_CALLS", default=16)
 
 # --- Websockets -----------------------------------------------------------------------
 WEBSOCKET_MAX_MESSAGE_BYTES = env.int("WEBSOCKET_MAX_MESSAGE_BYTES", default=64 * 1024)
+# Messages a socket may send per second, and the burst above that; past it the socket
+# closes (4429). The voice mirror gets more: a spoken answer's transcript deltas arrive at
+# once, and a reconnect resends everything not yet acknowledged.
+WEBSOCKET_MESSAGES_PER_SECOND = env.float("WEBSOCKET_MESSAGES_PER_SECOND", default=20.0)
+WEBSOCKET_MESSAGE_BURST = env.int("WEBSOCKET_MESSAGE_BURST", default=40)
+VOICE_MIRROR_MESSAGES_PER_SECOND = env.float("VOICE_MIRROR_MESSAGES_PER_SECOND", default=100.0)
+VOICE_MIRROR_MESSAGE_BURST = env.int("VOICE_MIRROR_MESSAGE_BURST", default=500)
+# Open sockets per logged-in user, over every process when the cache is Redis.
+WEBSOCKET_MAX_SOCKETS_PER_USER = env.int("WEBSOCKET_MAX_SOCKETS_PER_USER", default=20)
+# How often a long-lived socket re-checks that its login still holds.
+WEBSOCKET_SESSION_CHECK_SECONDS = env.float("WEBSOCKET_SESSION_CHECK_SECONDS", default=30.0)
 
 # How many Daphne processes serve this site (the usual WEB_CONCURRENCY convention).
 # Declared so the system checks can tell a multi-process deployment that still uses the

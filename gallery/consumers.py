@@ -20,11 +20,16 @@ from django.contrib.auth.models import AnonymousUser
 from django.db import DatabaseError
 
 from artterminal.groups import terminal_group_name, user_group_name
+from artterminal.sockets import CLOSE_LOGIN_GONE, CLOSE_TOO_MANY, SocketGuard
 from gallery import events, selectors, services
 from gallery.models import Terminal
 from gallery.presence import viewer_registry
 
 logger = logging.getLogger(__name__)
+
+# A socket behind the terminal's version that hears nothing for this long has lost the
+# newest states to the channel layer, and is sent the current one.
+CATCH_UP_SECONDS = 1.0
 
 
 class TerminalConsumer(AsyncJsonWebsocketConsumer):
@@ -38,9 +43,13 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
         # Highest version this socket has been sent: a broadcast that raced the state
         # read at connect or sync is not sent twice.
         self.sent_version = -1
+        # The terminal's version in the database when this socket last forwarded a state.
+        self.known_version = -1
+        self.catch_up_task: asyncio.Task[None] | None = None
         self.viewers = 0
         self.sent_viewers = -1
         self.presence_task: asyncio.Task[None] | None = None
+        self.guard: SocketGuard | None = None
         # Once the server hangs up, frames and broadcasts still queued are dropped.
         self.closing = False
         self.commands: dict[str, Callable[[Any], Awaitable[None]]] = {
@@ -50,15 +59,40 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
 
     # --- Lifecycle ------------------------------------------------------------------
 
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """The socket's whole life: whatever ends it (a close, a crash, the server
+        cancelling it), its place in the user's count and its timers end with it."""
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            for task in (self.presence_task, self.catch_up_task):
+                if task is not None:
+                    task.cancel()
+            if self.guard is not None:
+                await self.guard.stop()
+
     async def connect(self) -> None:
         """Runs on the websocket handshake: authorize, join the groups, accept, then send
         the current state. An unknown terminal or one the user may not watch is refused
-        before the handshake completes."""
+        before the handshake completes; a user with too many sockets open is told why."""
         self.user = self.scope.get("user") or AnonymousUser()
         slug = self.scope["url_route"]["kwargs"]["slug"]
         terminal = await database_sync_to_async(_watchable_terminal)(slug=slug, user=self.user)
         if terminal is None:
             await self.close()
+            return
+        self.guard = SocketGuard(
+            scope=self.scope,
+            rate=settings.WEBSOCKET_MESSAGES_PER_SECOND,
+            burst=settings.WEBSOCKET_MESSAGE_BURST,
+        )
+        if not await self.guard.admit(socket_id=self.channel_name):
+            # Accepted only to say why: a refused handshake reaches the page without a code.
+            await self.accept()
+            await self._send_error(
+                "too_many_sockets", "You have too many terminals open; close some and reload."
+            )
+            await self.close(code=CLOSE_TOO_MANY)
             return
         self.terminal_id = terminal.pk
         # Join before reading the state, so a navigation committing meanwhile arrives
@@ -78,6 +112,7 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
         await self._send_fresh_state()
         await self._broadcast_viewers()
         await _start_image_relay()
+        self.guard.watch(on_login_gone=self._close_login_gone)
 
     async def disconnect(self, code: int) -> None:
         """Runs when the socket closes, whoever closed it: leave the groups and tell the
@@ -86,6 +121,12 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
             self.presence_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.presence_task
+            self.presence_task = None
+        if self.catch_up_task is not None:
+            self.catch_up_task.cancel()
+            self.catch_up_task = None
+        if self.guard is not None:
+            await self.guard.stop()
         for group in self.joined_groups:
             await self.channel_layer.group_discard(group, self.channel_name)
         self.joined_groups = []
@@ -105,9 +146,14 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
     # --- Browser → server -----------------------------------------------------------
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        """Runs for every frame from the browser: parse it strictly, then dispatch it to
-        the command it names. A refused frame gets an `error` and is never executed."""
-        if self.closing:
+        """Runs for every frame from the browser: count it against the socket's rate,
+        parse it strictly, re-check the login, then dispatch it to the command it names.
+        A refused frame gets an `error` and is never executed."""
+        if self.closing or self.guard is None:
+            return
+        if not self.guard.allow_message():
+            await self._send_error("rate_limited", "Too many messages; reload the page.")
+            await self.close(code=CLOSE_TOO_MANY)
             return
         limit = settings.WEBSOCKET_MAX_MESSAGE_BYTES
         if text_data is None:
@@ -120,6 +166,11 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
             command = events.parse_client_message(text_data, max_bytes=limit)
         except events.ParseError as error:
             await self._refuse(error)
+            return
+        if not await self.guard.login_holds():
+            await self._close_login_gone()
+            return
+        if self.closing:  # closed while the login was being checked
             return
         await self.commands[command["type"]](command)
 
@@ -152,16 +203,30 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
 
     async def terminal_state(self, event: dict[str, Any]) -> None:
         """Runs after a navigation committed: forward the state with this socket's
-        viewer count and rights, re-checked now since they may have changed."""
+        viewer count and rights, re-checked now since they may have changed.
+
+        The channel layer silently drops messages for a socket that falls behind, the
+        newest ones first, so no later message reveals the loss. When the terminal has
+        already moved past this state, the socket waits for the newer ones; if none
+        comes, `_catch_up` sends the current state."""
         if self.closing or self.terminal_id is None or int(event["version"]) <= self.sent_version:
             return
-        rights = await database_sync_to_async(_rights)(terminal_id=self.terminal_id, user=self.user)
-        if rights is None:
+        found = await database_sync_to_async(_rights_and_version)(
+            terminal_id=self.terminal_id, user=self.user
+        )
+        if found is None:
             await self._close_gone()
-        elif not rights.can_watch:
+            return
+        rights, version = found
+        if not rights.can_watch:
             await self._close_forbidden()
-        else:
-            await self._send_state(event, can_control=rights.can_control)
+            return
+        await self._send_state(event, can_control=rights.can_control)
+        self.known_version = max(self.known_version, version)
+        if self.known_version > self.sent_version and (
+            self.catch_up_task is None or self.catch_up_task.done()
+        ):
+            self.catch_up_task = asyncio.create_task(self._catch_up())
 
     async def terminal_viewers(self, event: dict[str, Any]) -> None:
         """Runs when a socket of this terminal opened or closed anywhere. A count holds
@@ -212,6 +277,8 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
         message = events.terminal_state_message(
             state, viewers=self.viewers, can_control=can_control
         )
+        if message["version"] < self.sent_version:  # read before a newer one was sent
+            return
         self.sent_version = max(self.sent_version, message["version"])
         self.sent_viewers = self.viewers
         await self.send_json(message)
@@ -226,6 +293,20 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
         if self.viewers != self.sent_viewers and not self.closing:
             self.sent_viewers = self.viewers
             await self.send_json(events.terminal_viewers_message(self.viewers))
+
+    async def _catch_up(self) -> None:
+        """While this socket is behind the version it saw in the database: as long as
+        newer states keep arriving, wait for them; after a quiet CATCH_UP_SECONDS, they
+        were lost, so send the current state."""
+        while not self.closing and self.sent_version < self.known_version:
+            seen = self.sent_version
+            await asyncio.sleep(CATCH_UP_SECONDS)
+            if self.sent_version == seen and not self.closing:
+                try:
+                    await self._send_fresh_state()
+                except Exception:
+                    logger.exception("Catching up terminal %s failed", self.terminal_id)
+                    return
 
     async def _keep_presence(self, interval: float) -> None:
         """Keeps this socket counted in a shared registry, and picks up counts that
@@ -253,6 +334,14 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
         await self._send_error("forbidden", "You may no longer watch this terminal.")
         await self.close(code=events.CLOSE_FORBIDDEN)
 
+    async def _close_login_gone(self) -> None:
+        """The session behind this socket ended (logout elsewhere, deactivation, a
+        password change): the page reconnects as whoever its browser is now."""
+        if self.closing:
+            return
+        await self._send_error("logged_out", "You were signed out; reload to continue.")
+        await self.close(code=CLOSE_LOGIN_GONE)
+
     async def _close_gone(self) -> None:
         await self._send_error("terminal_not_found", "This terminal no longer exists.")
         await self.close(code=events.CLOSE_FORBIDDEN)
@@ -270,6 +359,15 @@ def _rights(*, terminal_id: int, user: selectors.AnyUser) -> selectors.TerminalR
     if terminal is None:
         return None
     return selectors.terminal_rights(user=user, terminal=terminal)
+
+
+def _rights_and_version(
+    *, terminal_id: int, user: selectors.AnyUser
+) -> tuple[selectors.TerminalRights, int] | None:
+    terminal = Terminal.objects.filter(pk=terminal_id).first()
+    if terminal is None:
+        return None
+    return selectors.terminal_rights(user=user, terminal=terminal), terminal.version
 
 
 def _state_and_rights(

@@ -12,6 +12,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
 from artterminal.groups import user_group_name, voice_session_group_name
+from artterminal.sockets import CLOSE_LOGIN_GONE, CLOSE_TOO_MANY, SocketGuard
 from gallery import selectors as gallery_selectors
 from voice import events, selectors, services, tools
 from voice.models import VoiceSession
@@ -38,19 +39,48 @@ class VoiceMirrorConsumer(AsyncJsonWebsocketConsumer):
     session: VoiceSession | None = None
     groups_joined: list[str]
     ending: bool
+    guard: SocketGuard | None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.groups_joined = []
         self.ending = False
+        self.guard = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """The socket's whole life: however it ends (close, crash, cancellation), its
+        place in the user's socket count and its login re-checks end with it."""
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            if self.guard is not None:
+                await self.guard.stop()
 
     async def connect(self) -> None:
-        """On the handshake: only the session's owner, while it is open, still in control."""
+        """On the handshake: only the session's owner, while it is open, still in control,
+        and within the user's cap on open sockets."""
         user = self.scope.get("user")
         session_id = self.scope["url_route"]["kwargs"]["session_id"]
         session = await _session_for(session_id, user) if user is not None else None
         if session is None:
             await self.close()
+            return
+        self.guard = SocketGuard(
+            scope=self.scope,
+            rate=settings.VOICE_MIRROR_MESSAGES_PER_SECOND,
+            burst=settings.VOICE_MIRROR_MESSAGE_BURST,
+        )
+        if not await self.guard.admit(socket_id=self.channel_name):
+            # Accepted only to say why; the session stays open for a socket that fits.
+            self.ending = True
+            await self.accept()
+            await self.send_json(
+                events.error(
+                    code="too_many_sockets",
+                    message="Too many connections are open; close other tabs and try again.",
+                )
+            )
+            await self.close(code=CLOSE_TOO_MANY)
             return
         self.session = session
         # The user's group too: logging out ends the call (gallery.broadcast.user_sockets_close).
@@ -58,14 +88,29 @@ class VoiceMirrorConsumer(AsyncJsonWebsocketConsumer):
         for group in self.groups_joined:
             await self.channel_layer.group_add(group, self.channel_name)
         await self.accept()
+        self.guard.watch(on_login_gone=self._login_gone)
 
     async def disconnect(self, code: int) -> None:
         """On close: leave the groups. The session stays open, so the browser can reconnect."""
         for group in self.groups_joined:
             await self.channel_layer.group_discard(group, self.channel_name)
+        if self.guard is not None:
+            await self.guard.stop()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        """On each frame: size and JSON checks here, then the catalogue, then a service."""
+        """On each frame: the socket's rate, size and JSON checks here, then the
+        catalogue, then a service."""
+        if self.ending or self.guard is None:
+            return
+        if not self.guard.allow_message():
+            await self._stop(
+                end_reason="too many messages",
+                message=events.error(
+                    code="rate_limited", message="Too many messages; the call was ended."
+                ),
+                code=CLOSE_TOO_MANY,
+            )
+            return
         if text_data is None:
             await self.send_json(events.error(code="text_only", message="Send JSON text frames."))
             return
@@ -121,6 +166,10 @@ class VoiceMirrorConsumer(AsyncJsonWebsocketConsumer):
             await self._end(reason=closed.reason)
             return
         if call is not None:
+            # Acting for the user needs their login to hold right now.
+            if self.guard is not None and not await self.guard.login_holds():
+                await self._login_gone()
+                return
             result = await database_sync_to_async(tools.tool_call_execute)(
                 session=self.session,
                 call_id=call["call_id"],
@@ -154,6 +203,28 @@ class VoiceMirrorConsumer(AsyncJsonWebsocketConsumer):
     async def user_logout(self, message: dict[str, Any]) -> None:
         """On `user.logout` to the user's group: the login behind this call is gone."""
         await self._hang_up(reason="logged out")
+
+    async def _login_gone(self) -> None:
+        """The login behind this call ended without a logout signal reaching this
+        process (session expired or deleted, password changed, user deactivated)."""
+        await self._stop(
+            end_reason="signed out",
+            message=events.session_ended(reason="signed out"),
+            code=CLOSE_LOGIN_GONE,
+        )
+
+    async def _stop(self, *, end_reason: str, message: Any, code: int) -> None:
+        """End the session here and close with `code`; its group announcement, which
+        would close with the generic code, is ignored."""
+        if self.ending:
+            return
+        self.ending = True
+        if self.session is not None:
+            await database_sync_to_async(services.voice_session_end)(
+                session=self.session, reason=end_reason
+            )
+        await self.send_json(message)
+        await self.close(code=code)
 
     async def _end(self, *, reason: str) -> None:
         if self.ending:  # a hang-up's own announcement can follow its direct reply
