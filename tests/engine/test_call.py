@@ -317,7 +317,7 @@ async def test_bad_events_get_errors_and_the_call_survives(connect: Callable[...
             "item": {"type": "function_call_output", "call_id": "call_nowhere", "output": "{}"},
         }
     )
-    client.send({"type": "input_audio_buffer.commit", "event_id": "evt_empty"})
+    client.send({"type": "response.cancel", "event_id": "evt_nothing"})
     await client.wait_count("error", 6)
     errors = {e["error"]["event_id"]: e["error"] for e in client.events if e["type"] == "error"}
     assert errors[None]["code"] == "invalid_json"
@@ -327,7 +327,7 @@ async def test_bad_events_get_errors_and_the_call_survives(connect: Callable[...
     assert errors["evt_extra"]["code"] == "unknown_parameter"
     assert errors["evt_extra"]["param"] == "colour"
     assert errors["evt_call_id"]["param"] == "item.call_id"
-    assert errors["evt_empty"]["code"] == "input_audio_buffer_commit_empty"
+    assert errors["evt_nothing"]["code"] == "response_cancel_not_active"
     assert all(e["type"] == "invalid_request_error" for e in errors.values())
 
     say_text(client, "show the next picture")

@@ -15,7 +15,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import multiprocessing
 from collections.abc import Awaitable, Callable, Coroutine
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +49,14 @@ CHANNEL_LABEL = "oai-events"
 # large tool schemas stays well below it).
 MAX_CLIENT_EVENT_BYTES = 512 * 1024
 _ICE_GATHER_SECONDS = 10.0
+# A pause in incoming packets this long is fed to turn detection as that much silence.
+_AUDIO_GAP_SECONDS = 0.1
+_GAP_SILENCE = bytes(int(16_000 * 2 * _AUDIO_GAP_SECONDS))
+# Speech recognition runs in worker processes: pocketsphinx holds the GIL while it
+# decodes, so in a thread it would freeze the event loop (every call, every socket).
+SPEECH_WORKERS = 2
+# A recognition running longer is abandoned (its worker is killed) and reported failed.
+TRANSCRIBE_TIMEOUT_SECONDS = 20.0
 # How long queued speech may take to start playing before the reply goes on without it.
 _PLAYBACK_START_SECONDS = 5.0
 
@@ -71,6 +81,53 @@ _RESPONSE_FIELDS = (
     "metadata",
     "audio",
 )
+
+
+_speech_pool: ProcessPoolExecutor | None = None
+_worker_transcribers: dict[str, stt.Transcriber] = {}
+
+
+def _transcribe_in_worker(tools_json: str, pcm: bytes | None) -> str:
+    """In a speech worker process: recognise `pcm` (None only builds and caches)."""
+    transcriber = _worker_transcribers.get(tools_json)
+    if transcriber is None:
+        if len(_worker_transcribers) >= 8:
+            _worker_transcribers.clear()
+        transcriber = stt.Transcriber(tools=json.loads(tools_json))
+        _worker_transcribers[tools_json] = transcriber
+    return "" if pcm is None else str(transcriber.transcribe(pcm))
+
+
+def _speech_workers() -> ProcessPoolExecutor:
+    global _speech_pool
+    if _speech_pool is None:
+        # spawn, not fork: the server process runs threads and an event loop.
+        context = multiprocessing.get_context("spawn")
+        _speech_pool = ProcessPoolExecutor(max_workers=SPEECH_WORKERS, mp_context=context)
+    return _speech_pool
+
+
+def _speech_workers_reset(pool: ProcessPoolExecutor) -> None:
+    """Kill a pool with a stuck recognition; the next one starts afresh."""
+    global _speech_pool
+    if _speech_pool is pool:
+        _speech_pool = None
+    processes = getattr(pool, "_processes", None) or {}
+    for process in list(processes.values()):
+        process.kill()
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
+async def transcribe(*, tools: list[dict[str, Any]], pcm: bytes | None) -> str:
+    """Recognise 16 kHz mono speech with a grammar from `tools`, off the event loop."""
+    pool = _speech_workers()
+    key = json.dumps(tools, sort_keys=True)
+    future = asyncio.wrap_future(pool.submit(_transcribe_in_worker, key, pcm))
+    try:
+        return await asyncio.wait_for(future, TRANSCRIBE_TIMEOUT_SECONDS)
+    except TimeoutError:
+        _speech_workers_reset(pool)
+        raise
 
 
 def _words(text: str) -> int:
@@ -154,7 +211,6 @@ class Call:
         self._response: _Response | None = None
         self._speech_item: str | None = None
         self._vad = self._new_vad()
-        self._transcriber: asyncio.Future[stt.Transcriber] | None = None
         self._speaker = self._new_speaker()
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -208,8 +264,6 @@ class Call:
         pending = [t for t in self._tasks if t is not current]
         if pending:
             await asyncio.wait(pending, timeout=5)
-        if self._transcriber is not None:
-            self._transcriber.cancel()
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
@@ -249,7 +303,7 @@ class Call:
         self._channel = channel
         channel.on("message", self._on_message)
         channel.on("close", lambda: self._end_soon("data channel closed"))
-        self._ensure_transcriber()
+        self._spawn(self._warm_transcriber())
         self._send(events.event("session.created", session=self.session))
 
     def _on_track(self, track: MediaStreamTrack) -> None:
@@ -267,12 +321,12 @@ class Call:
         output = self.session["audio"]["output"]
         return tts.Speaker(voice=output["voice"], speed=output["speed"])
 
-    def _ensure_transcriber(self, *, rebuild: bool = False) -> None:
-        if self._transcriber is not None and not rebuild:
-            return
-        tools = list(self.session["tools"])
-        loop = asyncio.get_running_loop()
-        self._transcriber = loop.run_in_executor(None, lambda: stt.Transcriber(tools=tools))
+    async def _warm_transcriber(self) -> None:
+        """Build the recogniser for this session's tools before the user speaks."""
+        try:
+            await transcribe(tools=self.session["tools"], pcm=None)
+        except Exception:
+            logger.exception("engine call %s: speech recogniser failed to start", self.id)
 
     async def _run_blocking(self, function: Callable[[], Any]) -> Any:
         return await asyncio.get_running_loop().run_in_executor(None, function)
@@ -313,12 +367,18 @@ class Call:
         inbound = InboundAudio()
         while True:
             try:
-                frame = await track.recv()
+                frame = await asyncio.wait_for(track.recv(), _AUDIO_GAP_SECONDS)
             except MediaStreamError:
                 return
-            if self._channel is None or not isinstance(frame, av.AudioFrame):
+            except TimeoutError:
+                # No packets is silence: browsers stop sending during silence (Opus DTX,
+                # a finished fake microphone), and the turn must still end.
+                frame = None
+            if self._channel is None or (
+                frame is not None and not isinstance(frame, av.AudioFrame)
+            ):
                 continue  # no session yet: nobody to tell about this audio
-            pcm = inbound.convert(frame)
+            pcm = bytes(_GAP_SILENCE) if frame is None else inbound.convert(frame)
             detected = self._vad.feed(pcm)
             if self.session["audio"]["input"]["turn_detection"] is None:
                 continue  # the client commits by hand; the detector only buffers
@@ -367,11 +427,8 @@ class Call:
         self._jobs.put_nowait(lambda: self._transcribe(item, audio, respond=respond))
 
     async def _transcribe(self, item: dict[str, Any], audio: bytes, *, respond: bool) -> None:
-        self._ensure_transcriber()
-        assert self._transcriber is not None
         try:
-            transcriber = await self._transcriber
-            text = str(await self._run_blocking(lambda: transcriber.transcribe(audio))).strip()
+            text = (await transcribe(tools=self.session["tools"], pcm=audio)).strip()
         except Exception as exc:
             logger.exception("engine call %s: transcription failed", self.id)
             self._send(
@@ -595,7 +652,7 @@ class Call:
         synthesis: asyncio.Future[Any] | None = None
         if audio:
             speaker = self._speaker
-            synthesis = asyncio.ensure_future(self._run_blocking(lambda: speaker.synthesize(text)))
+            synthesis = self._spawn(self._run_blocking(lambda: speaker.synthesize(text)))
         kind = "response.output_audio_transcript" if audio else "response.output_text"
         for delta in _transcript_deltas(text):
             self._send(events.event(f"{kind}.delta", **parts, delta=delta))
@@ -720,7 +777,7 @@ class Call:
         if before["audio"]["output"] != after["audio"]["output"]:
             self._speaker = self._new_speaker()
         if before["tools"] != after["tools"]:
-            self._ensure_transcriber(rebuild=True)
+            self._spawn(self._warm_transcriber())
         self._send(events.event("session.updated", session=after))
 
     def _audio_commit(self, data: dict[str, Any]) -> None:
