@@ -1,0 +1,235 @@
+"""Deployments to break: real Daphne processes, and a Redis server of the suite's own
+that can be killed and restarted (never the machine's shared one).
+
+Two shapes, both configured by environment variables only, as docs/deploy.md runs them:
+- the default: one Daphne on a SQLite file with the in-memory channel layer;
+- the scaled one: two Daphne processes on a fresh PostgreSQL database (the scale suite's
+  `postgres_database` fixture) and the suite's own Redis.
+Each Daphne writes its output to a log file the tests read back for tracebacks.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.scale.conftest import (
+    ROOT,
+    base_environment,
+    django_python,
+    free_port,
+    http,
+    migrate,
+    postgres_database,
+)
+
+__all__ = ["Daphnes", "RedisServer", "postgres_database"]
+
+STARTUP_SECONDS = 60.0
+# What a healthy server never prints, whatever its clients do.
+SERVER_FAILURE = re.compile(r"Traceback|\bERROR\b|\bCRITICAL\b")
+
+
+class RedisServer:
+    """A throwaway redis-server on a free loopback port, without persistence, so a
+    restart comes back empty, as a Redis that lost its memory does."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.process: subprocess.Popen[bytes] | None = None
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        executable = shutil.which("redis-server")
+        assert executable is not None
+        log = (self.workdir / "redis.log").open("ab")
+        self.process = subprocess.Popen(
+            [
+                executable,
+                *("--port", str(self.port), "--bind", "127.0.0.1"),
+                *("--save", "", "--appendonly", "no", "--dir", str(self.workdir)),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        import redis
+
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                redis.Redis(port=self.port, socket_connect_timeout=1).ping()
+                return
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    raise AssertionError("redis-server did not start") from None
+                time.sleep(0.05)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    workdir = tmp_path / "redis"
+    workdir.mkdir()
+    server = RedisServer(workdir)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@dataclass
+class Daphnes:
+    """Daphne processes on fixed ports; each can be SIGKILLed and restarted on its port."""
+
+    env: dict[str, str]
+    workdir: Path
+    ports: list[int]
+    processes: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
+    starts: dict[int, int] = field(default_factory=dict)
+
+    def ws_url(self, index: int, path: str) -> str:
+        return f"ws://127.0.0.1:{self.ports[index]}{path}"
+
+    def origin(self, index: int) -> str:
+        return f"http://127.0.0.1:{self.ports[index]}"
+
+    def python(self, code: str, *, timeout: float = 120) -> Any:
+        return django_python(code, env=self.env, timeout=timeout)
+
+    def start(self, index: int) -> None:
+        self.starts[index] = self.starts.get(index, 0) + 1
+        log = (self.workdir / f"daphne-{index}.{self.starts[index]}.log").open("wb")
+        port = str(self.ports[index])
+        self.processes[index] = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", port),
+                "artterminal.asgi:application",
+            ],
+            cwd=ROOT,
+            env={**self.env, "PORT": port},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.wait_serving(index)
+
+    def wait_serving(self, index: int) -> None:
+        deadline = time.monotonic() + STARTUP_SECONDS
+        url = f"http://127.0.0.1:{self.ports[index]}/accounts/login/"
+        while True:
+            if self.processes[index].poll() is not None:
+                raise AssertionError(f"Daphne {index} exited at startup:\n{self.logs()}")
+            try:
+                http(url, timeout=5)
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"Daphne {index} did not answer:\n{self.logs()}") from None
+                time.sleep(0.1)
+
+    def kill(self, index: int) -> None:
+        """SIGKILL: no shutdown handlers, no close frames, sockets simply drop."""
+        process = self.processes[index]
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {log.name} ---\n{log.read_text(errors='replace')[-4000:]}"
+            for log in sorted(self.workdir.glob("daphne-*.log"))
+        )
+
+    def failures(self) -> list[str]:
+        """Log lines that mean a server failed: a traceback or an error."""
+        return [
+            line
+            for log in sorted(self.workdir.glob("daphne-*.log"))
+            for line in log.read_text(errors="replace").splitlines()
+            if SERVER_FAILURE.search(line)
+        ]
+
+
+def _daphnes(workdir: Path, count: int, **settings: str) -> Daphnes:
+    env = base_environment(
+        DEBUG="true",
+        MEDIA_ROOT=str(workdir / "media"),
+        ENGINE_API_KEY="sk-engine-" + secrets.token_urlsafe(24),
+        WEB_CONCURRENCY=str(count),
+        **settings,
+    )
+    migrate(env)
+    return Daphnes(env=env, workdir=workdir, ports=[free_port() for _ in range(count)])
+
+
+@pytest.fixture
+def make_daphnes(tmp_path: Path) -> Iterator[Callable[..., Daphnes]]:
+    """Build (migrated, not yet started) Daphne processes; all stopped afterwards."""
+    made: list[Daphnes] = []
+
+    def make(count: int, **settings: str) -> Daphnes:
+        workdir = tmp_path / f"site-{len(made)}"
+        workdir.mkdir()
+        made.append(_daphnes(workdir, count, **settings))
+        return made[-1]
+
+    yield make
+    for daphnes in made:
+        daphnes.stop()
+
+
+@pytest.fixture
+def sqlite_daphne(make_daphnes: Callable[..., Daphnes], tmp_path: Path) -> Daphnes:
+    """The default deployment: one Daphne, a SQLite file, the in-memory channel layer."""
+    daphnes = make_daphnes(1, DATABASE_URL=f"sqlite:///{tmp_path / 'site.sqlite3'}")
+    daphnes.start(0)
+    return daphnes
+
+
+@pytest.fixture
+def redis_daphnes(
+    make_daphnes: Callable[..., Daphnes], postgres_database: str, own_redis: RedisServer
+) -> Daphnes:
+    """The scaled deployment: two Daphne processes on PostgreSQL and the suite's Redis."""
+    daphnes = make_daphnes(2, DATABASE_URL=postgres_database, REDIS_URL=own_redis.url)
+    for index in range(2):
+        daphnes.start(index)
+    return daphnes
