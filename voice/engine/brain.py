@@ -37,6 +37,8 @@ _POSITION_VALUES = frozenset(lexicon.synonyms("goto")) | {"index", "select", "po
 # "one" is a number only after words like these ("image one", "go to one"); elsewhere
 # it is a pronoun ("the next one", "the latest one").
 _ONE_IS_NUMBER_AFTER = frozenset({"to", "at", "is", "of", "for", "number", "no", "position"})
+# Recognisers write a final number as its homophone: "describe image to" means two.
+_HOMOPHONES = {"to": "two", "too": "two", "for": "four", "won": "one", "ate": "eight"}
 _PROMPT_PREFIX = re.compile(
     r"^(?:(?:me|us|for me|for us)\s+)?"
     r"(?:(?:a|an|the|some)\s+(?:picture|image|photo|painting|drawing|illustration|sketch|"
@@ -168,6 +170,10 @@ def _score(tool: dict[str, Any], tokens: list[str], *, number_said: bool) -> _Ma
 
 def _numbers(tokens: list[str], used: set[int], objects: set[str]) -> list[tuple[int, int, int]]:
     """Numbers said in the unexplained tokens: ``(value, start, end)``."""
+    if len(tokens) > 1 and tokens[-1] in _HOMOPHONES:
+        before = tokens[-2]
+        if before in objects or before in _NUMBER_CUES:
+            tokens = [*tokens[:-1], _HOMOPHONES[tokens[-1]]]
     found = []
     i = 0
     while i < len(tokens):
@@ -399,7 +405,16 @@ def decide(
     tokens = _strip_leads(lexicon.words(text))
     if not tokens:
         return Reply(text="Sorry, I didn't catch that.")
-    number_said = bool(_numbers(tokens, set(), _object_words(functions)))
+    # An ordinal that a tool takes as an enum value ("first") is that value, not a number.
+    enum_words = {
+        phrase
+        for tool in functions
+        for schema in lexicon.tool_properties(tool).values()
+        for value in lexicon.enum_values(schema)
+        for phrase in _value_phrases(value)
+    }
+    taken = {i for i, t in enumerate(tokens) if t in enum_words}
+    number_said = bool(_numbers(tokens, taken, _object_words(functions)))
     matches = [_score(tool, tokens, number_said=number_said) for tool in functions]
     best = max(matches, key=lambda m: m.score, default=None)
     if best is not None and best.score >= _MIN_SCORE:

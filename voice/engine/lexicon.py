@@ -111,40 +111,38 @@ CHAT_PHRASES = (
 )
 DETERMINERS = ("the", "this", "that", "a", "an", "my", "our", "its", "it", "me", "us")
 
-# Everyday words for describing a picture or naming things, so free text (an image
-# prompt, an edit instruction, a search query) can be recognised without a tool
-# having to list them. Filtered against the recogniser's dictionary at build time.
-FREE_TEXT_WORDS = _wordlist(
-    """a an the of in on at under over above below beside behind near with without and or
-    by into through across around between from to for like as is are it its them
-    red orange yellow green blue purple violet pink brown black white gray grey golden
-    silver dark bright light pale colorful colourful vivid warm cool neon pastel
-    big small tiny huge giant little tall short long old young new ancient modern
-    happy sad calm angry sleepy quiet loud beautiful pretty ugly cute scary strange
-    magic magical mysterious peaceful lonely busy empty full wild soft hard shiny
-    cat cats dog dogs fox foxes wolf bear bird birds owl eagle horse fish whale dolphin
-    lion tiger elephant rabbit mouse deer cow sheep dragon unicorn butterfly bee frog
-    snake monkey penguin duck swan robot robots person people man woman child children
-    boy girl king queen knight wizard witch astronaut pirate sailor farmer dancer
-    tree trees forest flower flowers garden grass leaf leaves rose roses sunflower
-    mountain mountains hill hills river lake sea ocean beach island desert valley
-    field meadow jungle cave waterfall volcano canyon cliff
-    sky cloud clouds sun sunset sunrise moon star stars planet galaxy space rain snow
-    storm fog mist wind ice fire smoke lightning rainbow night day morning evening
-    winter summer spring autumn fall
-    city town village street road bridge house houses castle tower church temple
-    building buildings skyscraper market cafe kitchen room window door roof wall
-    boat ship car cars train bus bicycle plane airplane rocket balloon lighthouse
-    table chair bed lamp book books cup teapot clock mirror guitar piano violin
-    apple apples bread cake pizza fruit coffee tea
-    sleeping running flying swimming dancing walking sitting standing playing reading
-    singing jumping floating burning glowing falling melting
-    style painting photo photograph drawing sketch portrait landscape watercolor
-    watercolour oil pencil ink cartoon anime pixel realistic abstract impressionist
-    vintage retro futuristic minimalist surreal cinematic sepia monochrome
-    more less brighter darker bigger smaller warmer cooler sharper softer
-    add remove replace make turn change give put color colour background foreground
-    cats dogs sunny rainy snowy cloudy misty foggy stormy frozen"""
+# Everyday words for describing a picture, by role, so free text (an image prompt, an
+# edit instruction, a search query) can be recognised without a tool having to list
+# them. Filtered against the recogniser's dictionary when a model is built.
+ADJECTIVES = _wordlist(
+    """red orange yellow green blue purple pink brown black white gray golden silver
+    dark bright pale colorful warm cool neon big small tiny huge giant little tall old
+    young new ancient modern happy sad calm angry sleepy quiet beautiful cute scary
+    strange magic mysterious peaceful lonely wild soft shiny sunny rainy snowy cloudy
+    misty stormy frozen vintage futuristic realistic abstract surreal"""
+)
+NOUNS = _wordlist(
+    """cat cats dog dogs fox foxes wolf bear bird birds owl eagle horse fish whale
+    dolphin lion tiger elephant rabbit mouse deer dragon unicorn butterfly frog penguin
+    duck robot robots man woman child children girl boy king queen knight wizard
+    astronaut pirate tree trees forest flower flowers garden mountain mountains river
+    lake sea ocean beach island desert valley field jungle waterfall volcano sky cloud
+    clouds sun sunset moon star stars planet city town village street road bridge house
+    castle tower temple building boat ship car train bus bicycle plane rocket balloon
+    lighthouse table chair lamp book cup clock guitar piano apple cake pizza"""
+)
+SETTINGS = _wordlist(
+    """snow rain night sunset sunrise morning evening winter summer autumn spring space
+    forest desert city sea ocean mountains garden fog storm moonlight dark"""
+)
+PREPOSITIONS = _wordlist("in on at under over near with by above beside behind through")
+ACTIVITIES = _wordlist(
+    """sleeping running flying swimming dancing walking sitting standing playing reading
+    singing jumping floating glowing"""
+)
+STYLES = _wordlist(
+    """watercolor oil pencil ink cartoon anime pixel realistic abstract impressionist
+    vintage retro futuristic minimalist surreal cinematic sepia monochrome"""
 )
 
 

@@ -1,11 +1,11 @@
 """Speech-to-text for the built-in engine: pocketsphinx with its bundled en-us model.
 
-A grammar built from the session's tools (``grammar.py``) is searched first: it is fast
-and reliable for commands and for requests whose free text uses the lexicon's
-vocabulary. When the grammar finds nothing, pocketsphinx's general language model has a
+A small language model built from the session's tools (``grammar.py``) is searched
+first: fast, and reliable for commands and for requests whose free text uses the
+lexicon's vocabulary. When it finds nothing, pocketsphinx's general English model has a
 go, so an unexpected sentence still yields words for the brain to answer.
 
-Building a decoder is slow (hundreds of ms), so decoders are pooled per grammar and
+Building a decoder is slow (hundreds of ms), so decoders are pooled per tool model and
 reused across utterances, calls and Transcriber instances; a decoder is used by one
 thread at a time.
 """
@@ -13,6 +13,9 @@ thread at a time.
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -21,20 +24,32 @@ from typing import Any
 import numpy as np
 from pocketsphinx import Decoder, get_model_path
 
-from voice.engine.grammar import GrammarBuilder
+from voice.engine import lexicon
+from voice.engine.brain import FunctionCall, decide
+from voice.engine.grammar import language_model
 
 SAMPLE_RATE = 16_000
-_GRAMMAR_SEARCH = "tools"
+# Decoding settings for the small tool model: one fast pass, a bounded search and a
+# language weight that trusts the model's phrasings over a robotic-sounding voice.
+_TOOL_DECODER = {
+    "fwdflat": False,
+    "bestpath": True,
+    "maxhmmpf": 3000,
+    "lw": 9.0,
+}
 _MAX_IDLE_PER_POOL = 4
 _MAX_POOLS = 16
 # Silence kept either side of the speech when trimming; decoding silence costs time.
 _KEEP_SILENCE_MS = 150
 _LM_POOL = "__language_model__"
+_ALTERNATIVES = 8
 
 _pools_lock = threading.Lock()
 _pools: OrderedDict[str, list[Any]] = OrderedDict()
 _dictionary_lock = threading.Lock()
 _dictionary: frozenset[str] | None = None
+_models_lock = threading.Lock()
+_models: OrderedDict[str, str] = OrderedDict()
 
 
 def _known_words() -> frozenset[str]:
@@ -48,6 +63,23 @@ def _known_words() -> frozenset[str]:
                     line.split(" ", 1)[0].split("(", 1)[0] for line in handle if line.strip()
                 )
         return _dictionary
+
+
+def _model_for(tools: list[dict[str, Any]]) -> str:
+    """The tool set's language model, built once per distinct tool set."""
+    key = hashlib.sha256(json.dumps(tools, sort_keys=True, default=str).encode()).hexdigest()
+    with _models_lock:
+        model = _models.get(key)
+        if model is not None:
+            _models.move_to_end(key)
+            return model
+    known = _known_words()
+    model = language_model(tools, lambda word: word in known)
+    with _models_lock:
+        _models[key] = model
+        while len(_models) > _MAX_POOLS:
+            _models.popitem(last=False)
+    return model
 
 
 def _take(key: str, build: Callable[[], Any]) -> Any:
@@ -69,11 +101,15 @@ def _give_back(key: str, decoder: Any) -> None:
             _pools.popitem(last=False)
 
 
-def _grammar_decoder(grammar: str) -> Any:
-    decoder = Decoder(lm=None, loglevel="FATAL")
-    decoder.add_jsgf_string(_GRAMMAR_SEARCH, grammar)
-    decoder.activate_search(_GRAMMAR_SEARCH)
-    return decoder
+def _tool_decoder(model: str) -> Any:
+    # The decoder reads its model from a file; the file is only needed while loading.
+    handle, path = tempfile.mkstemp(suffix=".arpa")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(model)
+        return Decoder(lm=path, loglevel="FATAL", **_TOOL_DECODER)
+    finally:
+        os.unlink(path)
 
 
 def _language_model_decoder() -> Any:
@@ -107,18 +143,47 @@ def _decode(decoder: Any, pcm: bytes) -> str:
     return hypothesis.hypstr.strip() if hypothesis is not None else ""
 
 
+def _alternatives(decoder: Any, pcm: bytes, limit: int) -> list[str]:
+    """The best hypothesis first, then up to ``limit`` distinct runners-up."""
+    best = _decode(decoder, pcm)
+    out = [best] if best else []
+    try:
+        for hypothesis in decoder.nbest():
+            if hypothesis is None or not hypothesis.hypstr:
+                continue
+            text = " ".join(w for w in hypothesis.hypstr.split() if not w.startswith("<"))
+            if text and text not in out:
+                out.append(text)
+            if len(out) > limit:
+                break
+    except RuntimeError:
+        pass  # no lattice for this utterance: the best hypothesis is all there is
+    return out
+
+
+def _is_small_talk(text: str) -> bool:
+    """A greeting or question to the assistant: never traded for a runner-up command."""
+    spoken = f" {' '.join(lexicon.words(text))} "
+    return any(f" {phrase} " in spoken for phrase in lexicon.CHAT_PHRASES)
+
+
 class Transcriber:
-    """Turns one utterance of 16 kHz mono s16le audio into text, for one tool set."""
+    """Turns one utterance of 16 kHz mono s16le audio into text, for one tool set.
+
+    Among the recogniser's best few hypotheses, the first that the brain can turn into a
+    complete tool call wins ("open picture whale" loses to "open picture twelve"); when
+    none can, the single best hypothesis is returned for the brain to answer.
+    """
 
     def __init__(self, *, tools: list[dict[str, Any]]) -> None:
-        known = _known_words()
-        self.grammar = GrammarBuilder(lambda word: word in known).build(tools)
-        self._key = hashlib.sha256(self.grammar.encode()).hexdigest()
+        self.tools = tools
+        self.model = _model_for(tools)
+        self._key = hashlib.sha256(self.model.encode()).hexdigest()
         # Build (or find) one decoder now, so the first utterance is not the slow one.
         _give_back(self._key, _take(self._key, self._build))
 
     def _build(self) -> Any:
-        return _grammar_decoder(self.grammar)
+        return _tool_decoder(self.model)
 
     def transcribe(self, pcm: bytes) -> str:
         """The words said in ``pcm``, or "" when nothing was recognised."""
@@ -127,11 +192,15 @@ class Transcriber:
         audio = _trim_silence(pcm)
         decoder = _take(self._key, self._build)
         try:
-            text = _decode(decoder, audio)
+            candidates = _alternatives(decoder, audio, _ALTERNATIVES)
         finally:
             _give_back(self._key, decoder)
-        if text:
-            return text
+        if candidates and not _is_small_talk(candidates[0]):
+            for text in candidates:
+                if isinstance(decide(text=text, tools=self.tools), FunctionCall):
+                    return text
+        if candidates:
+            return candidates[0]
         decoder = _take(_LM_POOL, _language_model_decoder)
         try:
             return _decode(decoder, audio)

@@ -26,19 +26,19 @@ _BASE_RATE_WPM = 175
 _MIN_RATE_WPM = 80
 _MAX_RATE_WPM = 450
 
-# OpenAI Realtime voice names → eSpeak NG voice + variant. Distinct timbres so a listener
-# (and the tests) can tell the voices apart.
-VOICES: dict[str, str] = {
-    "alloy": "en-us+f3",
-    "ash": "en-us+m3",
-    "ballad": "en-us+m5",
-    "coral": "en-us+f2",
-    "echo": "en-us+m1",
-    "sage": "en-us+f4",
-    "shimmer": "en-us+f1",
-    "verse": "en-us+m2",
-    "marin": "en-us+f5",
-    "cedar": "en-us+m7",
+# OpenAI Realtime voice names → eSpeak NG voice + variant and base pitch (0-100, eSpeak's
+# default 50). Distinct timbres so a listener (and the tests) can tell the voices apart.
+VOICES: dict[str, tuple[str, int]] = {
+    "alloy": ("en-us+f3", 50),
+    "ash": ("en-us+m3", 50),
+    "ballad": ("en-us+m5", 50),
+    "coral": ("en-us+f2", 50),
+    "echo": ("en-us+m1", 50),
+    "sage": ("en-us+f2", 35),
+    "shimmer": ("en-us+f5", 70),
+    "verse": ("en-us+m2", 50),
+    "marin": ("en-us+f5", 50),
+    "cedar": ("en-us+m7", 50),
 }
 DEFAULT_VOICE = "verse"
 
@@ -100,8 +100,8 @@ def _library() -> Any:
     return lib
 
 
-def voice_for(name: str) -> str:
-    """The eSpeak voice for an OpenAI voice name (unknown names get the default voice)."""
+def voice_for(name: str) -> tuple[str, int]:
+    """eSpeak voice and pitch for an OpenAI voice name (unknown names get the default)."""
     return VOICES.get(name, VOICES[DEFAULT_VOICE])
 
 
@@ -111,7 +111,8 @@ class Speaker:
     def __init__(self, *, voice: str = DEFAULT_VOICE, speed: float = 1.0) -> None:
         self.voice = voice
         self.speed = speed
-        self._espeak_voice = voice_for(voice).encode()
+        espeak_voice, self._pitch = voice_for(voice)
+        self._espeak_voice = espeak_voice.encode()
         rate = round(_BASE_RATE_WPM * speed)
         self._rate_wpm = max(_MIN_RATE_WPM, min(_MAX_RATE_WPM, rate))
 
@@ -125,6 +126,7 @@ class Speaker:
             if lib.espeak_SetVoiceByName(self._espeak_voice) != _EE_OK:
                 raise SpeechError(f"eSpeak NG has no voice {self._espeak_voice.decode()!r}")
             lib.espeak_SetParameter(_ESPEAK_RATE, self._rate_wpm, 0)
+            lib.espeak_SetParameter(_ESPEAK_PITCH, self._pitch, 0)
             _chunks.clear()
             buffer = ctypes.create_string_buffer(data)
             status = lib.espeak_Synth(

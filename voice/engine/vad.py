@@ -109,11 +109,17 @@ class VoiceActivityDetector:
     def _is_voiced(self, frame: bytes) -> bool:
         samples = np.frombuffer(frame, dtype="<i2").astype(np.float64)
         rms = float(np.sqrt(np.mean(samples * samples)))
+        if rms < self._min_rms:
+            # Too quiet to be voice; kept out of the floor, or a digitally silent
+            # stretch would set it to zero and let the next steady hiss through.
+            self._vad.is_speech(frame, SAMPLE_RATE)
+            return False
         self._energies.append(rms)
         floor = float(np.percentile(self._energies, _FLOOR_PERCENTILE))
-        if rms < self._min_rms or rms < floor * self._noise_margin:
-            return False
-        return bool(self._vad.is_speech(frame, SAMPLE_RATE))
+        # webrtcvad adapts to the background from every frame it sees, so it must see
+        # every frame, loud or not.
+        speech = bool(self._vad.is_speech(frame, SAMPLE_RATE))
+        return speech and len(self._energies) > 1 and rms >= floor * self._noise_margin
 
     def _frame(self, frame: bytes) -> SpeechStarted | SpeechStopped | None:
         frame_start = self._position_ms

@@ -1,0 +1,118 @@
+"""Turn detection on audio the project synthesises itself (see recordings.py)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.engine.recordings import RATE, Studio, Take
+from voice.engine.vad import SpeechStarted, SpeechStopped, VoiceActivityDetector
+
+
+@pytest.fixture(scope="module")
+def studio(tmp_path_factory: pytest.TempPathFactory) -> Studio:
+    return Studio(Path(tmp_path_factory.mktemp("vad-recordings")))
+
+
+def _speech_bounds(pcm: bytes) -> tuple[int, int]:
+    """Where the synthetic speech really starts and ends, in ms (no noise in the take)."""
+    samples = np.abs(np.frombuffer(pcm, dtype="<i2"))
+    loud = np.nonzero(samples > 300)[0]
+    return int(loud[0]) * 1000 // RATE, int(loud[-1]) * 1000 // RATE
+
+
+def _run(vad: VoiceActivityDetector, pcm: bytes, chunk: int = 640) -> list:
+    events = []
+    for i in range(0, len(pcm), chunk):
+        events += vad.feed(pcm[i : i + chunk])
+    return events
+
+
+def test_one_utterance_gives_one_start_and_one_stop(studio: Studio) -> None:
+    pcm = studio.pcm(Take("show me the next picture", voice="marin", lead_ms=1000, tail_ms=1000))
+    speech_start, speech_end = _speech_bounds(pcm)
+    events = _run(VoiceActivityDetector(prefix_padding_ms=300, silence_duration_ms=500), pcm)
+    assert [type(e) for e in events] == [SpeechStarted, SpeechStopped]
+    started, stopped = events
+    assert abs(started.audio_start_ms - (speech_start - 300)) <= 90
+    assert abs(stopped.audio_end_ms - (speech_end + 500)) <= 90
+    # The utterance runs from the padded start to the stop, 32 bytes a millisecond.
+    expected = (stopped.audio_end_ms - started.audio_start_ms) * 32
+    assert abs(len(stopped.audio) - expected) <= 64
+
+
+@pytest.mark.parametrize("padding", [0, 200, 600])
+def test_prefix_padding_moves_the_start(studio: Studio, padding: int) -> None:
+    pcm = studio.pcm(Take("go back", voice="coral", lead_ms=1000))
+    speech_start, _ = _speech_bounds(pcm)
+    started = _run(VoiceActivityDetector(prefix_padding_ms=padding), pcm)[0]
+    assert isinstance(started, SpeechStarted)
+    assert abs(started.audio_start_ms - (speech_start - padding)) <= 90
+
+
+def test_silence_duration_decides_when_the_turn_ends(studio: Studio) -> None:
+    pcm = studio.pcm(Take("first image", voice="marin", tail_ms=1500))
+    _, speech_end = _speech_bounds(pcm)
+    short = _run(VoiceActivityDetector(silence_duration_ms=400), pcm)[-1]
+    long = _run(VoiceActivityDetector(silence_duration_ms=1000), pcm)[-1]
+    assert isinstance(short, SpeechStopped) and isinstance(long, SpeechStopped)
+    # The quiet tail of the last word is a frame or more either side of audible.
+    assert abs(short.audio_end_ms - (speech_end + 400)) <= 150
+    assert abs(long.audio_end_ms - (speech_end + 1000)) <= 150
+    assert abs((long.audio_end_ms - short.audio_end_ms) - 600) <= 30
+
+
+def test_two_utterances_are_two_turns_with_stream_times(studio: Studio) -> None:
+    first = studio.pcm(Take("next image", voice="marin", lead_ms=300, tail_ms=1000))
+    second = studio.pcm(Take("go back", voice="coral", lead_ms=300, tail_ms=1000))
+    events = _run(VoiceActivityDetector(), first + second)
+    assert [type(e) for e in events] == [SpeechStarted, SpeechStopped] * 2
+    offset_ms = len(first) // 32
+    assert events[2].audio_start_ms > offset_ms - 300
+    assert events[1].audio_end_ms < events[2].audio_start_ms
+
+
+def test_silence_and_steady_noise_open_no_turn() -> None:
+    rng = np.random.default_rng(1)
+    silence = bytes(RATE * 2 * 2)
+    noise = (rng.standard_normal(RATE * 3) * 300).astype("<i2").tobytes()
+    assert _run(VoiceActivityDetector(), silence + noise) == []
+
+
+def test_speech_is_found_in_background_noise(studio: Studio) -> None:
+    pcm = studio.pcm(Take("open image three", voice="shimmer", noise="pink", snr_db=15))
+    events = _run(VoiceActivityDetector(), pcm)
+    assert [type(e) for e in events] == [SpeechStarted, SpeechStopped]
+
+
+def test_commit_ends_the_turn_now_and_clear_drops_it(studio: Studio) -> None:
+    pcm = studio.pcm(Take("show me the last picture", voice="marin", tail_ms=0))
+    vad = VoiceActivityDetector()
+    events = vad.feed(pcm[: len(pcm) * 3 // 4])
+    assert [type(e) for e in events] == [SpeechStarted]
+    stopped = vad.commit()
+    assert stopped is not None and stopped.audio_end_ms == len(pcm) * 3 // 4 // 32
+    assert vad.commit() is None  # nothing left after the commit
+
+    vad = VoiceActivityDetector()
+    vad.feed(pcm[: len(pcm) // 2])
+    vad.clear()
+    assert vad.commit() is None
+    assert vad.feed(bytes(3200)) == []
+
+
+def test_commit_without_vad_turn_returns_the_whole_buffer() -> None:
+    vad = VoiceActivityDetector()
+    vad.feed(bytes(16_000))  # half a second of silence, any chunking
+    vad.feed(bytes(1000))
+    stopped = vad.commit()
+    assert stopped is not None and len(stopped.audio) == 17_000
+    assert stopped.audio_end_ms == 17_000 // 32
+
+
+def test_threshold_changes_sensitivity(studio: Studio) -> None:
+    pcm = studio.pcm(Take("go back", voice="marin", noise="white", snr_db=6, seed=3))
+    lenient = _run(VoiceActivityDetector(threshold=0.0), pcm)
+    strict = _run(VoiceActivityDetector(threshold=1.0), pcm)
+    assert len(lenient) >= 1
+    assert len(strict) <= len(lenient)
