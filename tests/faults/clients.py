@@ -209,6 +209,7 @@ class MirrorClient:
     results: dict[str, int] = field(default_factory=dict)
     errors: list[dict[str, Any]] = field(default_factory=list)
     connections: int = 0
+    close_codes: list[int | None] = field(default_factory=list)
     socket: ClientConnection | None = None
     stopped: bool = False
     backoff: Backoff = field(default_factory=Backoff)
@@ -224,6 +225,7 @@ class MirrorClient:
                         await socket.send(json.dumps(self.buffer[seq]))
                     async for raw in socket:
                         self._handle(json.loads(raw))
+                    self.close_codes.append(socket.close_code)
             except (OSError, WebSocketException, TimeoutError):
                 pass
             finally:
@@ -251,9 +253,15 @@ class MirrorClient:
                 await socket.send(json.dumps(message))
 
     async def drained(self, timeout: float) -> None:
-        async with asyncio.timeout(timeout):
-            while self.buffer:
-                await asyncio.sleep(0.05)
+        try:
+            async with asyncio.timeout(timeout):
+                while self.buffer:
+                    await asyncio.sleep(0.05)
+        except TimeoutError:
+            raise AssertionError(
+                f"never acked: {sorted(self.buffer)[:10]}, {self.connections} connections, "
+                f"errors {self.errors[:3]}, closes {self.close_codes}"
+            ) from None
 
     async def stop(self) -> None:
         self.stopped = True
