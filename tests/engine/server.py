@@ -133,7 +133,7 @@ def start_engine_server(root: Path, *, max_calls: int = 2) -> EngineServer:
 def stop_engine_server(server: EngineServer) -> None:
     server.process.terminate()
     try:
-        server.process.wait(timeout=10)
+        server.process.wait(timeout=5)
     except subprocess.TimeoutExpired:
         server.process.kill()
         server.process.wait(timeout=10)

@@ -8,6 +8,7 @@ that cancelling, barging in and bad events behave as OpenAI's service does.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -179,6 +180,30 @@ async def test_spoken_command_then_spoken_confirmation(
     )
     assert client.heard.loud_frames > 10, client.heard
     assert event_ids_unique(client)
+
+
+@pytest.mark.slow
+async def test_manual_commit_without_turn_detection(
+    connect: Callable[..., Any], studio: Studio
+) -> None:
+    client: RealtimeClient = await connect(audio={"input": {"turn_detection": None}})
+    # Without turn detection the buffer holds everything since the call began.
+    client.send({"type": "input_audio_buffer.clear"})
+    await client.wait_for("input_audio_buffer.cleared")
+    seconds = client.microphone.say(studio.pcm(SHOW_NEXT))
+    await asyncio.sleep(seconds + 0.3)
+    assert "input_audio_buffer.speech_started" not in client.types()
+    client.send({"type": "input_audio_buffer.commit", "event_id": "evt_commit"})
+    transcribed = await client.wait_for("conversation.item.input_audio_transcription.completed")
+    committed = await client.wait_for("input_audio_buffer.committed")
+    assert committed["item_id"] == transcribed["item_id"]
+    assert "next" in transcribed["transcript"]
+    # Without turn detection the client asks for the response itself.
+    await asyncio.sleep(0.5)
+    assert "response.created" not in client.types()
+    client.send({"type": "response.create"})
+    done = await client.wait_for("response.done")
+    assert json.loads(done["response"]["output"][0]["arguments"]) == {"action": "next"}
 
 
 async def test_typed_text_becomes_function_call(connect: Callable[..., Any]) -> None:

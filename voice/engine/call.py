@@ -56,7 +56,11 @@ _GAP_SILENCE = bytes(int(16_000 * 2 * _AUDIO_GAP_SECONDS))
 # decodes, so in a thread it would freeze the event loop (every call, every socket).
 SPEECH_WORKERS = 2
 # A recognition running longer is abandoned (its worker is killed) and reported failed.
-TRANSCRIBE_TIMEOUT_SECONDS = 20.0
+# Building a recogniser (a worker's first use of a tool set) is not limited: it is slow
+# on a busy machine, and killing it would only fail the recognitions queued behind it.
+TRANSCRIBE_TIMEOUT_SECONDS = 30.0
+# Input audio held for a manual commit (OpenAI's buffer limit is of this order).
+_MAX_HELD_BYTES = 16_000 * 2 * 60
 # How long queued speech may take to start playing before the reply goes on without it.
 _PLAYBACK_START_SECONDS = 5.0
 
@@ -119,10 +123,15 @@ def _speech_workers_reset(pool: ProcessPoolExecutor) -> None:
 
 
 async def transcribe(*, tools: list[dict[str, Any]], pcm: bytes | None) -> str:
-    """Recognise 16 kHz mono speech with a grammar from `tools`, off the event loop."""
+    """Recognise 16 kHz mono speech for a session with `tools`, off the event loop.
+
+    With `pcm` None it only prepares a worker's recogniser for these tools.
+    """
     pool = _speech_workers()
     key = json.dumps(tools, sort_keys=True)
     future = asyncio.wrap_future(pool.submit(_transcribe_in_worker, key, pcm))
+    if pcm is None:
+        return await future
     try:
         return await asyncio.wait_for(future, TRANSCRIBE_TIMEOUT_SECONDS)
     except TimeoutError:
@@ -211,6 +220,7 @@ class Call:
         self._response: _Response | None = None
         self._speech_item: str | None = None
         self._vad = self._new_vad()
+        self._held = bytearray()  # input audio while turn detection is off
         self._speaker = self._new_speaker()
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -379,10 +389,13 @@ class Call:
             ):
                 continue  # no session yet: nobody to tell about this audio
             pcm = bytes(_GAP_SILENCE) if frame is None else inbound.convert(frame)
-            detected = self._vad.feed(pcm)
             if self.session["audio"]["input"]["turn_detection"] is None:
-                continue  # the client commits by hand; the detector only buffers
-            for change in detected:
+                # The client commits by hand: hold everything (the detector would cut
+                # the buffer at the turns it hears).
+                self._held.extend(pcm)
+                del self._held[: max(0, len(self._held) - _MAX_HELD_BYTES)]
+                continue
+            for change in self._vad.feed(pcm):
                 if isinstance(change, vad.SpeechStarted):
                     self._speech_started(change.audio_start_ms)
                 else:
@@ -774,6 +787,7 @@ class Call:
         self.session = after
         if before["audio"]["input"]["turn_detection"] != after["audio"]["input"]["turn_detection"]:
             self._vad = self._new_vad()
+            self._held.clear()
         if before["audio"]["output"] != after["audio"]["output"]:
             self._speaker = self._new_speaker()
         if before["tools"] != after["tools"]:
@@ -781,8 +795,13 @@ class Call:
         self._send(events.event("session.updated", session=after))
 
     def _audio_commit(self, data: dict[str, Any]) -> None:
-        stopped = self._vad.commit()
-        if stopped is None or not stopped.audio:
+        if self.session["audio"]["input"]["turn_detection"] is None:
+            audio = bytes(self._held)
+            self._held.clear()
+        else:
+            stopped = self._vad.commit()
+            audio = stopped.audio if stopped is not None else b""
+        if not audio:
             raise EngineError(
                 "Error committing input audio buffer: the buffer is empty.",
                 code="input_audio_buffer_commit_empty",
@@ -790,12 +809,11 @@ class Call:
         item_id = self._speech_item or events.new_id("item")
         self._speech_item = None
         detection = self.session["audio"]["input"]["turn_detection"]
-        self._commit_audio(
-            item_id, stopped.audio, respond=bool(detection and detection["create_response"])
-        )
+        self._commit_audio(item_id, audio, respond=bool(detection and detection["create_response"]))
 
     def _audio_clear(self, data: dict[str, Any]) -> None:
         self._vad.clear()
+        self._held.clear()
         self._speech_item = None
         self._send(events.event("input_audio_buffer.cleared"))
 
