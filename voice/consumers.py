@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
+from django.db import DatabaseError, DataError, IntegrityError
 
 from artterminal.groups import user_group_name, voice_session_group_name
 from artterminal.sockets import CLOSE_LOGIN_GONE, CLOSE_TOO_MANY, SocketGuard
@@ -129,7 +131,7 @@ class VoiceMirrorConsumer(AsyncJsonWebsocketConsumer):
             )
             return
         try:
-            data = json.loads(text_data)
+            data = json.loads(text_data, parse_constant=_refuse_constant, parse_float=_finite)
         except (ValueError, RecursionError):
             await self.send_json(events.error(code="invalid_json", message="Send valid JSON."))
             return
@@ -158,6 +160,10 @@ class VoiceMirrorConsumer(AsyncJsonWebsocketConsumer):
             except events.MessageInvalid as invalid:
                 # Kept in the timeline, but nothing to execute.
                 await self.send_json(events.error(code=invalid.code, message=invalid.message))
+        # Acting for the user needs their login to hold right now.
+        if call is not None and self.guard is not None and not await self.guard.login_holds():
+            await self._login_gone()
+            return
         try:
             stored = await database_sync_to_async(services.voice_event_record)(
                 session=self.session, event=message
@@ -165,17 +171,29 @@ class VoiceMirrorConsumer(AsyncJsonWebsocketConsumer):
         except services.VoiceSessionClosed as closed:
             await self._end(reason=closed.reason)
             return
-        if call is not None:
-            # Acting for the user needs their login to hold right now.
-            if self.guard is not None and not await self.guard.login_holds():
-                await self._login_gone()
-                return
-            result = await database_sync_to_async(tools.tool_call_execute)(
-                session=self.session,
-                call_id=call["call_id"],
-                name=call["name"],
-                arguments=call["arguments"],
+        except (DataError, IntegrityError):
+            # The database refuses this very event (PostgreSQL and \u0000, say): resending
+            # cannot help, so the error names its seq.
+            logger.warning("Voice session %s: event %s cannot be stored", self.session.pk, seq)
+            await self.send_json(
+                events.error(code="invalid_event", message="This event cannot be stored.", seq=seq)
             )
+            return
+        except DatabaseError:
+            await self._database_busy()
+            return
+        if call is not None:
+            try:
+                result = await database_sync_to_async(tools.tool_call_execute)(
+                    session=self.session,
+                    call_id=call["call_id"],
+                    name=call["name"],
+                    arguments=call["arguments"],
+                )
+            except DatabaseError:
+                # The event is stored but not acked: its resend runs the call.
+                await self._database_busy()
+                return
             # A resent seq was never acked, so its tool.result may have been lost with
             # the socket: repeat it. A new seq repeating an answered call_id gets none,
             # since the browser already has that call's result.
@@ -186,6 +204,14 @@ class VoiceMirrorConsumer(AsyncJsonWebsocketConsumer):
                     )
                 )
         await self.send_json(events.mirror_ack(seq=seq))
+
+    async def _database_busy(self) -> None:
+        """No seq in the error: the browser keeps the event and resends it on reconnect."""
+        session_id = self.session.pk if self.session is not None else None
+        logger.exception("Voice session %s: the database failed", session_id)
+        await self.send_json(
+            events.error(code="unavailable", message="The server is busy; try again shortly.")
+        )
 
     async def _hang_up(self, *, reason: str = "hangup") -> None:
         assert self.session is not None
@@ -232,3 +258,15 @@ class VoiceMirrorConsumer(AsyncJsonWebsocketConsumer):
         self.ending = True
         await self.send_json(events.session_ended(reason=reason))
         await self.close(code=CLOSE_SESSION_ENDED)
+
+
+def _refuse_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON; stored, they would fail the database's JSON check.
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999 overflows to infinity
+        raise ValueError("number out of range")
+    return value
