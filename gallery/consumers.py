@@ -152,7 +152,7 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
         if self.closing or self.guard is None:
             return
         if not self.guard.allow_message():
-            await self._send_error("rate_limited", "Too many messages; reload the page.")
+            await self._send_error("rate_limited", "Too many messages; reconnecting in a moment.")
             await self.close(code=CLOSE_TOO_MANY)
             return
         limit = settings.WEBSOCKET_MAX_MESSAGE_BYTES
