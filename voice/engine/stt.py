@@ -1,9 +1,10 @@
 """Speech-to-text for the built-in engine: pocketsphinx with its bundled en-us model.
 
-A small language model built from the session's tools (``grammar.py``) is searched
-first: fast, and reliable for commands and for requests whose free text uses the
-lexicon's vocabulary. When it finds nothing, pocketsphinx's general English model has a
-go, so an unexpected sentence still yields words for the brain to answer.
+A small language model built from the session's tools (``grammar.py``) is searched:
+fast, and reliable for commands and for requests whose free text uses the lexicon's
+vocabulary. Anything else said is heard as the nearest words of that vocabulary, which
+the brain answers. (pocketsphinx's general English model is not tried as a fallback:
+it takes seconds to load and to decode, longer than a caller waits.)
 
 Building a decoder is slow (hundreds of ms), so decoders are pooled per tool model and
 reused across utterances, calls and Transcriber instances; a decoder is used by one
@@ -41,28 +42,44 @@ _MAX_IDLE_PER_POOL = 4
 _MAX_POOLS = 16
 # Silence kept either side of the speech when trimming; decoding silence costs time.
 _KEEP_SILENCE_MS = 150
-_LM_POOL = "__language_model__"
 _ALTERNATIVES = 8
 
 _pools_lock = threading.Lock()
 _pools: OrderedDict[str, list[Any]] = OrderedDict()
 _dictionary_lock = threading.Lock()
-_dictionary: frozenset[str] | None = None
+_dictionary: dict[str, list[str]] | None = None
 _models_lock = threading.Lock()
 _models: OrderedDict[str, str] = OrderedDict()
 
 
-def _known_words() -> frozenset[str]:
-    """Every word of the bundled pronouncing dictionary (loaded once)."""
+def _pronunciations() -> dict[str, list[str]]:
+    """The bundled pronouncing dictionary: word → its lines (variants), loaded once."""
     global _dictionary
     with _dictionary_lock:
         if _dictionary is None:
+            entries: dict[str, list[str]] = {}
             path = get_model_path("en-us/cmudict-en-us.dict")
             with open(path, encoding="utf-8") as handle:
-                _dictionary = frozenset(
-                    line.split(" ", 1)[0].split("(", 1)[0] for line in handle if line.strip()
-                )
+                for line in handle:
+                    if line.strip():
+                        word = line.split(" ", 1)[0].split("(", 1)[0]
+                        entries.setdefault(word, []).append(line.rstrip("\n"))
+            _dictionary = entries
         return _dictionary
+
+
+def _model_words(model: str) -> list[str]:
+    """The unigrams of an ARPA model (its whole vocabulary)."""
+    out: list[str] = []
+    in_unigrams = False
+    for line in model.splitlines():
+        if line.startswith("\\"):
+            in_unigrams = line.strip() == "\\1-grams:"
+            continue
+        fields = line.split()
+        if in_unigrams and len(fields) >= 2:
+            out.append(fields[1])
+    return out
 
 
 def _model_for(tools: list[dict[str, Any]]) -> str:
@@ -73,7 +90,7 @@ def _model_for(tools: list[dict[str, Any]]) -> str:
         if model is not None:
             _models.move_to_end(key)
             return model
-    known = _known_words()
+    known = _pronunciations()
     model = language_model(tools, lambda word: word in known)
     with _models_lock:
         _models[key] = model
@@ -102,18 +119,19 @@ def _give_back(key: str, decoder: Any) -> None:
 
 
 def _tool_decoder(model: str) -> Any:
-    # The decoder reads its model from a file; the file is only needed while loading.
-    handle, path = tempfile.mkstemp(suffix=".arpa")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
+    # The decoder reads its model and dictionary from files, only while loading. The
+    # dictionary holds just the model's words: loading all 130 000 words of the bundled
+    # one takes seconds, and the model cannot produce any other word anyway.
+    pronunciations = _pronunciations()
+    lines = [line for word in _model_words(model) for line in pronunciations.get(word, ())]
+    with tempfile.TemporaryDirectory(prefix="engine-stt-") as directory:
+        lm_path = os.path.join(directory, "tools.arpa")
+        dict_path = os.path.join(directory, "tools.dict")
+        with open(lm_path, "w", encoding="utf-8") as out:
             out.write(model)
-        return Decoder(lm=path, loglevel="FATAL", **_TOOL_DECODER)
-    finally:
-        os.unlink(path)
-
-
-def _language_model_decoder() -> Any:
-    return Decoder(loglevel="FATAL")
+        with open(dict_path, "w", encoding="utf-8") as out:
+            out.write("\n".join(lines) + "\n")
+        return Decoder(lm=lm_path, dict=dict_path, loglevel="FATAL", **_TOOL_DECODER)
 
 
 def _trim_silence(pcm: bytes) -> bytes:
@@ -199,10 +217,4 @@ class Transcriber:
             for text in candidates:
                 if isinstance(decide(text=text, tools=self.tools), FunctionCall):
                     return text
-        if candidates:
-            return candidates[0]
-        decoder = _take(_LM_POOL, _language_model_decoder)
-        try:
-            return _decode(decoder, audio)
-        finally:
-            _give_back(_LM_POOL, decoder)
+        return candidates[0] if candidates else ""
