@@ -1,12 +1,13 @@
 """One WebRTC call: an aiortc peer speaking the Realtime GA protocol on `oai-events`.
 
 Microphone audio → 16 kHz mono → voice activity detection → speech-to-text (in a
-thread) → the brain → a function call or a spoken reply (text-to-speech in a thread)
+worker process) → the brain → a function call or a spoken reply (text-to-speech in a thread)
 on a paced outgoing track. Events go out on the data channel with the names, fields
 and order OpenAI uses, so the browser client cannot tell the engine from OpenAI.
 
 Everything here runs on the event loop of the Daphne process that answered the offer;
-blocking speech work runs in the default thread executor.
+speech recognition runs in the recogniser's worker processes (pocketsphinx holds the
+GIL), the brain and text-to-speech in the default thread executor.
 """
 
 from __future__ import annotations
@@ -15,9 +16,7 @@ import asyncio
 import contextlib
 import json
 import logging
-import multiprocessing
 from collections.abc import Awaitable, Callable, Coroutine
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,9 +24,10 @@ import av
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from voice.engine import brain, events, stt, tts, vad
+from voice.engine import brain, events, tts, vad
 from voice.engine.audio import InboundAudio, OutgoingAudioTrack
 from voice.engine.errors import EngineError
+from voice.engine.recognition import get_recognizer
 from voice.engine.registry import CallRegistry
 from voice.engine.session import (
     check_max_output_tokens,
@@ -52,13 +52,6 @@ _ICE_GATHER_SECONDS = 10.0
 # A pause in incoming packets this long is fed to turn detection as that much silence.
 _AUDIO_GAP_SECONDS = 0.1
 _GAP_SILENCE = bytes(int(16_000 * 2 * _AUDIO_GAP_SECONDS))
-# Speech recognition runs in worker processes: pocketsphinx holds the GIL while it
-# decodes, so in a thread it would freeze the event loop (every call, every socket).
-SPEECH_WORKERS = 2
-# A recognition running longer is abandoned (its worker is killed) and reported failed.
-# Building a recogniser (a worker's first use of a tool set) is not limited: it is slow
-# on a busy machine, and killing it would only fail the recognitions queued behind it.
-TRANSCRIBE_TIMEOUT_SECONDS = 30.0
 # Input audio held for a manual commit (OpenAI's buffer limit is of this order).
 _MAX_HELD_BYTES = 16_000 * 2 * 60
 # How long queued speech may take to start playing before the reply goes on without it.
@@ -85,58 +78,6 @@ _RESPONSE_FIELDS = (
     "metadata",
     "audio",
 )
-
-
-_speech_pool: ProcessPoolExecutor | None = None
-_worker_transcribers: dict[str, stt.Transcriber] = {}
-
-
-def _transcribe_in_worker(tools_json: str, pcm: bytes | None) -> str:
-    """In a speech worker process: recognise `pcm` (None only builds and caches)."""
-    transcriber = _worker_transcribers.get(tools_json)
-    if transcriber is None:
-        if len(_worker_transcribers) >= 8:
-            _worker_transcribers.clear()
-        transcriber = stt.Transcriber(tools=json.loads(tools_json))
-        _worker_transcribers[tools_json] = transcriber
-    return "" if pcm is None else str(transcriber.transcribe(pcm))
-
-
-def _speech_workers() -> ProcessPoolExecutor:
-    global _speech_pool
-    if _speech_pool is None:
-        # spawn, not fork: the server process runs threads and an event loop.
-        context = multiprocessing.get_context("spawn")
-        _speech_pool = ProcessPoolExecutor(max_workers=SPEECH_WORKERS, mp_context=context)
-    return _speech_pool
-
-
-def _speech_workers_reset(pool: ProcessPoolExecutor) -> None:
-    """Kill a pool with a stuck recognition; the next one starts afresh."""
-    global _speech_pool
-    if _speech_pool is pool:
-        _speech_pool = None
-    processes = getattr(pool, "_processes", None) or {}
-    for process in list(processes.values()):
-        process.kill()
-    pool.shutdown(wait=False, cancel_futures=True)
-
-
-async def transcribe(*, tools: list[dict[str, Any]], pcm: bytes | None) -> str:
-    """Recognise 16 kHz mono speech for a session with `tools`, off the event loop.
-
-    With `pcm` None it only prepares a worker's recogniser for these tools.
-    """
-    pool = _speech_workers()
-    key = json.dumps(tools, sort_keys=True)
-    future = asyncio.wrap_future(pool.submit(_transcribe_in_worker, key, pcm))
-    if pcm is None:
-        return await future
-    try:
-        return await asyncio.wait_for(future, TRANSCRIBE_TIMEOUT_SECONDS)
-    except TimeoutError:
-        _speech_workers_reset(pool)
-        raise
 
 
 def _words(text: str) -> int:
@@ -334,7 +275,7 @@ class Call:
     async def _warm_transcriber(self) -> None:
         """Build the recogniser for this session's tools before the user speaks."""
         try:
-            await transcribe(tools=self.session["tools"], pcm=None)
+            await get_recognizer().prepare(self.session["tools"])
         except Exception:
             logger.exception("engine call %s: speech recogniser failed to start", self.id)
 
@@ -441,7 +382,7 @@ class Call:
 
     async def _transcribe(self, item: dict[str, Any], audio: bytes, *, respond: bool) -> None:
         try:
-            text = (await transcribe(tools=self.session["tools"], pcm=audio)).strip()
+            text = (await get_recognizer().transcribe(self.session["tools"], audio)).strip()
         except Exception as exc:
             logger.exception("engine call %s: transcription failed", self.id)
             self._send(
