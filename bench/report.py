@@ -16,10 +16,10 @@ from PIL import Image, ImageDraw, ImageFont
 
 from bench.common import Entry, Outcome
 
-PANEL_WIDTH = 900
+PANEL_WIDTH = 1200
 PANEL_HEIGHT = 300
 MARGIN_LEFT = 70
-MARGIN_RIGHT = 230
+MARGIN_RIGHT = 400
 MARGIN_TOP = 34
 MARGIN_BOTTOM = 40
 COLOURS = ["#1f6feb", "#d9480f", "#2b8a3e", "#862e9c", "#e67700", "#495057"]
@@ -88,11 +88,18 @@ def _font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
         return ImageFont.load_default()
 
 
+def _ascii(text: str) -> str:
+    """Pillow's built-in font has no arrows or dashes."""
+    return text.replace("→", "->").replace("—", "-").replace("“", '"').replace("”", '"')
+
+
 def _panel(title: str, series: dict[str, list[float]]) -> Image.Image:
     image = Image.new("RGB", (PANEL_WIDTH, PANEL_HEIGHT), "white")
     draw = ImageDraw.Draw(image)
     font = _font()
-    draw.text((MARGIN_LEFT, 8), f"{title} — cumulative distribution", fill="black", font=font)
+    draw.text(
+        (MARGIN_LEFT, 8), _ascii(f"{title}: cumulative distribution"), fill="black", font=font
+    )
     left, top = MARGIN_LEFT, MARGIN_TOP
     right, bottom = PANEL_WIDTH - MARGIN_RIGHT, PANEL_HEIGHT - MARGIN_BOTTOM
     draw.rectangle((left, top, right, bottom), outline="#888888")
@@ -114,7 +121,7 @@ def _panel(title: str, series: dict[str, list[float]]) -> Image.Image:
         def x_of(v: float) -> float:
             return left + (v - lo) / max(hi - lo, 1e-9) * (right - left)
 
-    for fraction in (0.0, 0.5, 0.9, 0.99, 1.0):
+    for fraction in (0.0, 0.5, 0.9, 1.0):
         y = bottom - fraction * (bottom - top)
         draw.line((left, y, right, y), fill="#eeeeee")
         draw.text((8, y - 7), f"{fraction:.2f}", fill="#444444", font=font)
@@ -140,7 +147,7 @@ def _panel(title: str, series: dict[str, list[float]]) -> Image.Image:
                 draw.line(points, fill=colour, width=2)
         y = top + 8 + index * 20
         draw.line((right + 12, y + 7, right + 32, y + 7), fill=colour, width=3)
-        draw.text((right + 38, y), f"{label} (n={len(ordered)})", fill="black", font=font)
+        draw.text((right + 38, y), _ascii(f"{label} (n={len(ordered)})"), fill="black", font=font)
     return image
 
 
