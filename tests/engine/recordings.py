@@ -11,7 +11,11 @@ How a recording is made:
 4. Optionally, seeded background noise (white, or pink: 1/f, more like a room) is mixed
    in at a given signal-to-noise ratio, measured against the speech's RMS, over the
    whole clip including the silences.
-5. The result is written as a WAV file named by a hash of every parameter into a
+5. Each take is rendered in a fresh process forked from a clean server process: eSpeak
+   keeps state between syntheses that its seeds do not reset, so the same text said
+   after other texts sounds slightly different. A fresh process makes every take
+   byte-for-byte the same on every run, and the accuracy figure stable.
+6. The result is written as a WAV file named by a hash of every parameter into a
    directory the caller gives (the test session's temp dir), so each distinct
    recording is synthesised once per session.
 
@@ -22,7 +26,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import wave
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -94,6 +100,14 @@ def render(take: Take) -> bytes:
     return np.clip(np.round(clip), -32768, 32767).astype("<i2").tobytes()
 
 
+def render_fresh(take: Take) -> bytes:
+    """:func:`render` in a new process that has synthesised nothing before."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        return pool.submit(render, take).result()
+
+
 def write_wav(path: Path, pcm: bytes, rate: int = RATE) -> None:
     with wave.open(str(path), "wb") as out:
         out.setnchannels(1)
@@ -117,7 +131,7 @@ class Studio:
     def path(self, take: Take) -> Path:
         path = self.directory / f"{take.key()}.wav"
         if not path.exists():
-            write_wav(path, render(take))
+            write_wav(path, render_fresh(take))
         return path
 
     def pcm(self, take: Take) -> bytes:

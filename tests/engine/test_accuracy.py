@@ -18,9 +18,11 @@ from voice.engine.stt import Transcriber
 from voice.engine.vad import SpeechStopped, VoiceActivityDetector
 
 # The issue asks for 95%. eSpeak's robotic voices are far from the speech pocketsphinx's
-# acoustic model was trained on, and this is what the engine reaches on them today; the
-# floor keeps it from sliding back while the gap is worked on.
-ACCURACY_FLOOR = 0.80
+# acoustic model was trained on; with frequency warping and n-best voting the engine
+# hears 64 of these 72 takes (88.9%; about 90% on held-out takes of the same phrases in
+# other voices' seeds and speeds). The takes and the decoding are deterministic, so the
+# floor sits one take under today's figure and catches any slide back.
+ACCURACY_FLOOR = 0.875
 
 
 def _percentile(values: list[float], share: float) -> float:

@@ -20,6 +20,7 @@ _POS_CHARACTER = 1
 _ESPEAK_RATE = 1
 _ESPEAK_PITCH = 3
 _EE_OK = 0
+_RANDOM_SEED = 1
 
 # eSpeak's default speaking rate in words per minute; OpenAI's speed 1.0 maps onto it.
 _BASE_RATE_WPM = 175
@@ -47,6 +48,7 @@ _SynthCallback = ctypes.CFUNCTYPE(
 )
 
 _lock = threading.Lock()
+_libc = ctypes.CDLL(None)
 _lib: Any = None
 _sample_rate = 0
 _chunks: list[bytes] = []
@@ -96,6 +98,9 @@ def _library() -> Any:
     if rate <= 0:
         raise SpeechError("eSpeak NG failed to initialise its data")
     lib.espeak_SetSynthCallback(_on_samples)
+    if hasattr(lib, "espeak_ng_SetRandSeed"):
+        lib.espeak_ng_SetRandSeed.restype = None
+        lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
     _lib, _sample_rate = lib, rate
     return lib
 
@@ -127,6 +132,12 @@ class Speaker:
                 raise SpeechError(f"eSpeak NG has no voice {self._espeak_voice.decode()!r}")
             lib.espeak_SetParameter(_ESPEAK_RATE, self._rate_wpm, 0)
             lib.espeak_SetParameter(_ESPEAK_PITCH, self._pitch, 0)
+            # eSpeak draws random noise for breath and fricatives, from its own generator
+            # and from the C library's rand(): fixed seeds make the same text sound the
+            # same every time (and the tests' recordings reproducible).
+            if hasattr(lib, "espeak_ng_SetRandSeed"):
+                lib.espeak_ng_SetRandSeed(_RANDOM_SEED)
+            _libc.srand(_RANDOM_SEED)
             _chunks.clear()
             buffer = ctypes.create_string_buffer(data)
             status = lib.espeak_Synth(
