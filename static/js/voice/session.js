@@ -11,6 +11,9 @@ import { mintToken, openMicrophone, RealtimeCall, VoiceError } from "./realtime.
 const DISCONNECTED_GRACE_MS = 4000;
 const MAX_RECONNECT_ATTEMPTS = 8;
 const CHANNEL_OPEN_TIMEOUT_MS = 15000;
+// Call ids already answered, remembered for this many calls: far more than one
+// conversation's resend window.
+const ANSWERED_CALLS_KEPT = 500;
 
 function parseToolOutput(output) {
   if (typeof output !== "string") return {};
@@ -58,6 +61,7 @@ export class VoiceSession {
     this.reconnectAttempt = 0;
     this.retryAfterMs = 0;
     this.mirrorDown = false;
+    this.answeredCalls = new Set();
     this.callHandlers = this._callHandlers();
     this.mirrorHandlers = this._mirrorHandlers();
   }
@@ -230,6 +234,10 @@ export class VoiceSession {
     return {
       "tool.result": (message) => {
         if (typeof message.call_id !== "string" || typeof message.output !== "string") return;
+        // The server answers a resent event again (after a reconnect the mirror resends
+        // what it had not seen acknowledged); a second function_call_output would make
+        // the assistant answer twice.
+        if (!this._firstAnswer(message.call_id)) return;
         this.send({
           type: "conversation.item.create",
           item: { type: "function_call_output", call_id: message.call_id, output: message.output },
@@ -238,10 +246,10 @@ export class VoiceSession {
         const result = parseToolOutput(message.output);
         if (result.ok) {
           this.earcons.play("success");
-          this.ui.notice("tool-ok", `✓ ${toolLabel(message.name)}`);
+          this.ui.notice("tool-ok", toolLabel(message.name));
         } else {
           this.earcons.play("failure");
-          this.ui.notice("tool-failed", `✗ ${toolMessage(result, "That could not be done.")}`);
+          this.ui.notice("tool-failed", toolMessage(result, "That could not be done."));
         }
       },
       "session.ended": (message) => {
@@ -253,6 +261,16 @@ export class VoiceSession {
         this.ui.notice("error", typeof error.message === "string" ? error.message : "The site reported an error.");
       },
     };
+  }
+
+  // True the first time a call id is seen; the oldest ids are forgotten past the cap.
+  _firstAnswer(callId) {
+    if (this.answeredCalls.has(callId)) return false;
+    this.answeredCalls.add(callId);
+    if (this.answeredCalls.size > ANSWERED_CALLS_KEPT) {
+      this.answeredCalls.delete(this.answeredCalls.values().next().value);
+    }
+    return true;
   }
 
   _mirrorState(mirror, state, reason) {
