@@ -14,7 +14,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods
 
 from gallery import selectors, services
-from gallery.forms import ImageCreateForm
+from gallery.forms import STYLE_CHOICES, ImageCreateForm
 from gallery.models import Image, Terminal
 
 IMAGES_PER_PAGE = 24
@@ -99,10 +99,32 @@ def image_status(request: HttpRequest, pk: int) -> JsonResponse:
     return JsonResponse(image_status_payload(_viewable_image(request, pk)))
 
 
+def _create_initial(request: HttpRequest) -> dict[str, Any]:
+    """Pre-fills the form from links like "Create a picture for this terminal" and "Try
+    again": a terminal the user may not control, or an unknown style, is left out."""
+    if request.method != "GET":
+        return {}
+    initial: dict[str, Any] = {}
+    prompt = " ".join(request.GET.get("prompt", "").split())[: services.MAX_PROMPT_LENGTH]
+    if prompt:
+        initial["prompt"] = prompt
+    style = request.GET.get("style", "")
+    if style in {value for value, _label in STYLE_CHOICES}:
+        initial["style"] = style
+    slug = request.GET.get("terminal", "")[:50]
+    if slug:
+        terminal = selectors.terminals_controlled_by(user=request.user).filter(slug=slug).first()
+        if terminal is not None:
+            initial["terminal"] = terminal.pk
+    return initial
+
+
 @require_http_methods(["GET", "POST"])
 @login_required
 def image_create(request: HttpRequest) -> HttpResponse:
-    form = ImageCreateForm(request.POST or None, user=request.user)
+    form = ImageCreateForm(
+        request.POST or None, user=request.user, initial=_create_initial(request)
+    )
     if request.method == "POST" and form.is_valid():
         try:
             image = services.image_generate(

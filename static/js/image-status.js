@@ -1,9 +1,15 @@
 // Live progress on an image page: poll the status endpoint once a second until the
-// picture is ready or has failed, then show it (or the reason) without a reload.
+// picture is ready or has failed, then show the finished page without a reload.
 // Polling reads the database, so it works whichever process runs the generator.
+//
+// A finished picture gains a title, a description, a size and a download link that the
+// pending page never had. Rather than rebuild each of them here, the script fetches the
+// page itself and swaps in the server-rendered article, so the result is exactly what a
+// reload would show.
 
 const POLL_MS = 1000;
 const MAX_BACKOFF_MS = 10000;
+const FINISHED = new Set(["ready", "failed"]);
 
 const stage = document.getElementById("image-stage");
 const statusText = document.getElementById("image-status-text");
@@ -26,6 +32,8 @@ function showProgress(data) {
   setBadge(data.status);
 }
 
+// Used only when the finished page cannot be fetched: the picture or the reason at
+// least, from the status answer.
 function showReady(data) {
   const img = document.createElement("img");
   img.className = "image-page__picture";
@@ -35,11 +43,9 @@ function showReady(data) {
     img.width = data.width;
     img.height = data.height;
   }
-  const note = document.createElement("p");
-  note.className = "visually-hidden";
-  note.setAttribute("role", "status");
-  note.textContent = "The picture is ready.";
-  stage.replaceChildren(img, note);
+  stage.replaceChildren(img);
+  const title = document.getElementById("image-title");
+  if (title && data.title) title.textContent = data.title;
   setBadge("ready");
 }
 
@@ -58,6 +64,49 @@ const handlers = {
   failed: showFailed,
 };
 
+// Screen readers hear the outcome once, from a live region that outlives the swap.
+function announce(text) {
+  let region = document.getElementById("image-announcement");
+  if (!region) {
+    region = document.createElement("p");
+    region.id = "image-announcement";
+    region.className = "visually-hidden";
+    region.setAttribute("role", "status");
+    document.body.append(region);
+  }
+  region.textContent = text;
+}
+
+// The page as the server renders it now; null when it cannot be had (offline, an error
+// page, a changed layout), in which case the caller keeps its own rendering.
+async function fetchFinishedArticle() {
+  try {
+    const response = await fetch(window.location.pathname, {
+      headers: { Accept: "text/html" },
+      cache: "no-store",
+    });
+    if (!response.ok) return null;
+    // Our own server-rendered page, parsed inert (its scripts never run).
+    const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
+    const article = fresh.querySelector("article.image-page");
+    return article ? { article, title: fresh.title } : null;
+  } catch {
+    return null;
+  }
+}
+
+async function finish(data) {
+  const finished = await fetchFinishedArticle();
+  const current = document.querySelector("article.image-page");
+  if (finished && current) {
+    current.replaceWith(document.importNode(finished.article, true));
+    if (finished.title) document.title = finished.title;
+  } else {
+    handlers[data.status](data);
+  }
+  announce(data.status === "ready" ? "The picture is ready." : "The picture could not be made.");
+}
+
 async function poll(delay) {
   let next = POLL_MS;
   try {
@@ -70,8 +119,11 @@ async function poll(delay) {
     const handler = handlers[data.status];
     if (!handler) throw new Error(`unknown status ${data.status}`);
     delete statusText.dataset.offline;
+    if (FINISHED.has(data.status)) {
+      await finish(data);
+      return;
+    }
     handler(data);
-    if (data.status === "ready" || data.status === "failed") return;
   } catch (error) {
     // A dropped connection or a restarting server: keep trying, more slowly.
     next = Math.min(delay * 2, MAX_BACKOFF_MS);

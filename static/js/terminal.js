@@ -22,6 +22,8 @@ const el = {
   current: document.getElementById("terminal-current"),
   picture: document.getElementById("terminal-picture"),
   empty: document.getElementById("terminal-empty"),
+  emptyCreate: document.getElementById("terminal-empty-create"),
+  emptyWait: document.getElementById("terminal-empty-wait"),
   title: document.getElementById("terminal-title"),
   position: document.getElementById("terminal-position"),
   prompt: document.getElementById("terminal-prompt"),
@@ -116,7 +118,11 @@ function renderViewers(viewers) {
 }
 
 function renderControls() {
-  el.controls.hidden = !view.canControl;
+  // Nothing to step through on an empty terminal: the empty state offers what can be
+  // done instead, and the buttons appear with the first picture.
+  el.controls.hidden = !view.canControl || view.imageId === null;
+  el.emptyCreate.hidden = !view.canControl;
+  el.emptyWait.hidden = view.canControl;
   const online = socket !== null && socket.readyState === WebSocket.OPEN;
   for (const button of el.controls.querySelectorAll("button")) button.disabled = !online;
 }
@@ -274,7 +280,7 @@ function requestSync() {
 }
 
 function navigate(action, imageId) {
-  if (!view.canControl) return;
+  if (!view.canControl || view.imageId === null) return;
   const message = { type: "terminal.navigate", action };
   if (action === "goto") message.image_id = imageId;
   send(message);
@@ -338,7 +344,7 @@ function isTyping(target) {
 
 document.addEventListener("keydown", (event) => {
   const action = KEY_ACTIONS[event.key];
-  if (!action || !view.canControl || event.defaultPrevented) return;
+  if (!action || !view.canControl || view.imageId === null || event.defaultPrevented) return;
   if (event.altKey || event.ctrlKey || event.metaKey || event.shiftKey || isTyping(event.target)) {
     return;
   }

@@ -18,6 +18,17 @@ expect = sync_api.expect
 pytestmark = pytest.mark.browser
 
 
+def article_text(page: Any) -> str:
+    return str(page.locator("article.image-page").inner_text())
+
+
+def fresh_load(page: Any) -> Any:
+    """The same page as a reload in another tab would show it."""
+    other = page.context.new_page()
+    other.goto(page.url)
+    return other
+
+
 def test_created_picture_is_followed_from_queued_to_failed_and_seen_by_viewers(
     live_site: LiveSite, new_page: Callable[..., Any]
 ) -> None:
@@ -53,6 +64,14 @@ def test_created_picture_is_followed_from_queued_to_failed_and_seen_by_viewers(
         "This picture could not be made: The generator ran out of time."
     )
     expect(maker.locator("#image-status-badge")).to_have_text("Failed")
+    # The finished page is the one a reload shows, with the owner's way to try again.
+    assert article_text(maker) == article_text(fresh_load(maker))
+    retry = maker.get_by_role("link", name="Try again")
+    retry.click()
+    expect(maker.get_by_label("Describe the picture")).to_have_value(
+        "a lighthouse on a cliff in a storm"
+    )
+    expect(maker.get_by_label("Show it on a terminal")).to_have_value(str(terminal.id))
 
 
 def test_image_page_shows_the_picture_once_the_worker_stored_it(
@@ -71,6 +90,7 @@ def test_image_page_shows_the_picture_once_the_worker_stored_it(
     with sqlite3.connect(live_site.database, timeout=20) as connection:
         connection.execute(
             "UPDATE gallery_image SET status = 'ready', progress = 100, title = 'Orchard', "
+            "description = 'Rows of apple trees in white blossom.', width = 320, height = 240, "
             "file = (SELECT file FROM gallery_image WHERE id = ?), "
             "thumbnail = (SELECT thumbnail FROM gallery_image WHERE id = ?) WHERE id = ?",
             (terminal.image_ids[0], terminal.image_ids[0], image_id),
@@ -81,3 +101,16 @@ def test_image_page_shows_the_picture_once_the_worker_stored_it(
     expect(picture).to_have_attribute("src", re.compile(r"/media/images/.+\.png$"))
     assert maker.evaluate("window.sameDocument") is True
     assert maker.evaluate("document.querySelector('img.image-page__picture').naturalWidth") > 0
+    # Everything a finished picture has that a pending one did not, without a reload.
+    expect(maker.get_by_role("heading", level=1)).to_have_text("Orchard")
+    expect(maker.locator(".image-page__description")).to_have_text(
+        "Rows of apple trees in white blossom."
+    )
+    expect(maker.locator(".facts")).to_contain_text("320 × 240 px")
+    expect(maker.get_by_role("link", name="Download")).to_be_visible()
+    expect(maker).to_have_title("Orchard · Art Terminal")
+    expect(maker.locator("#image-announcement")).to_have_text("The picture is ready.")
+    fresh = fresh_load(maker)
+    assert article_text(maker) == article_text(fresh)
+    assert maker.title() == fresh.title()
+    assert maker.evaluate("window.sameDocument") is True

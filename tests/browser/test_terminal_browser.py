@@ -134,11 +134,54 @@ def test_viewer_says_reconnecting_while_the_server_is_down_then_catches_up(
 def test_a_refused_navigation_is_explained_politely(
     live_site: LiveSite, new_page: Callable[..., Any]
 ) -> None:
-    terminal = live_site.seed_terminal("bare-walls", images=0)
+    terminal = live_site.seed_terminal("moved-out", images=3)
     controller = open_terminal(new_page("controller"), terminal)
+    # Taken off the terminal after the page drew its thumbnail.
+    with sqlite3.connect(live_site.database, timeout=20) as connection:
+        connection.execute(
+            "UPDATE gallery_image SET terminal_id = NULL WHERE id = ?", (terminal.image_ids[1],)
+        )
 
-    controller.keyboard.press("ArrowRight")
+    controller.get_by_role("button", name="Show Study 2 (number 2)").click()
 
     notice = controller.locator("#terminal-notice")
     expect(notice).to_be_visible()
-    expect(notice).to_have_text("This terminal has no images yet.")
+    expect(notice).to_have_text("That image is not on this terminal.")
+    assert current_in_database(live_site, terminal) == (terminal.image_ids[0], 0)
+
+
+def test_empty_terminal_invites_a_picture_and_shows_controls_once_the_first_arrives(
+    live_site: LiveSite, new_page: Callable[..., Any]
+) -> None:
+    terminal = live_site.seed_terminal("bare-walls", images=0)
+    controller = open_terminal(new_page("controller"), terminal)
+    viewer = open_terminal(new_page(), terminal)
+
+    for page in (controller, viewer):
+        expect(page.locator("#terminal-empty")).to_contain_text("No pictures yet")
+        expect(page.locator("#terminal-controls")).to_be_hidden()
+    expect(viewer.get_by_role("link", name="Create one")).to_be_hidden()
+    expect(viewer.locator("#terminal-empty")).to_contain_text("as soon as someone makes one")
+    controller.keyboard.press("ArrowRight")  # nothing to step through: nothing is sent
+    expect(controller.locator("#terminal-notice")).to_be_hidden()
+
+    # What a worker leaves behind when it finishes the terminal's first picture: the
+    # picture, and the terminal showing it. The page hears of it over its socket.
+    [made] = live_site.seed_terminal("studio", images=1).image_ids
+    with sqlite3.connect(live_site.database, timeout=20) as connection:
+        connection.execute(
+            "UPDATE gallery_image SET terminal_id = ?, "
+            "updated_at = strftime('%Y-%m-%d %H:%M:%f', 'now', '+1 second') WHERE id = ?",
+            (terminal.id, made),
+        )
+        connection.execute(
+            "UPDATE gallery_terminal SET current_image_id = ?, version = 1 WHERE id = ?",
+            (made, terminal.id),
+        )
+
+    for page in (controller, viewer):
+        expect(page.locator(CURRENT)).to_have_attribute("data-image-id", str(made))
+        expect(page.locator("#terminal-empty")).to_be_hidden()
+    expect(controller.locator("#terminal-controls")).to_be_visible()
+    expect(controller.get_by_role("button", name="Next")).to_be_enabled()
+    expect(viewer.locator("#terminal-controls")).to_be_hidden()

@@ -222,6 +222,69 @@ def test_create_form_offers_only_terminals_the_user_controls(
     assert set(form.fields["terminal"].queryset) == {mine, driven}
 
 
+def test_create_form_is_prefilled_from_the_link_that_led_to_it(
+    make_terminal: Callable[..., Terminal], owner: Any
+) -> None:
+    terminal = make_terminal(slug="lobby", images=0)
+
+    form = (
+        _logged_in(owner)
+        .get(
+            reverse("gallery:create"),
+            {"prompt": "  a red  fox ", "style": "watercolour", "terminal": "lobby"},
+        )
+        .context["form"]
+    )
+
+    assert form.initial == {
+        "prompt": "a red fox",
+        "style": "watercolour",
+        "terminal": terminal.pk,
+    }
+
+
+def test_create_form_prefill_leaves_out_foreign_terminals_and_unknown_styles(
+    make_terminal: Callable[..., Terminal], make_user: Callable[..., Any]
+) -> None:
+    make_terminal(slug="not-yours", images=0)
+
+    response = _logged_in(make_user()).get(
+        reverse("gallery:create"),
+        {"prompt": "x" * 5000, "style": "<script>", "terminal": "not-yours"},
+    )
+
+    assert response.status_code == 200
+    assert response.context["form"].initial == {"prompt": "x" * 1000}
+    assert "not-yours" not in response.content.decode()
+
+
+def test_failed_image_page_offers_its_owner_to_try_again(
+    make_terminal: Callable[..., Terminal],
+    make_image: Callable[..., Image],
+    make_user: Callable[..., Any],
+    owner: Any,
+) -> None:
+    terminal = make_terminal(slug="lobby", images=1)
+    failed = make_image(
+        terminal=terminal,
+        prompt="a fox & a moon",
+        style="neon",
+        status=Image.Status.FAILED,
+        error="The generator ran out of time.",
+    )
+    url = failed.get_absolute_url()
+
+    owners = _logged_in(owner).get(url).content.decode()
+    others = _logged_in(make_user()).get(url).content.decode()
+
+    assert "Try again" in owners
+    assert (
+        "/images/new/?prompt=a%20fox%20%26%20a%20moon&amp;style=neon&amp;terminal=lobby" in owners
+    )
+    assert "Try again" not in others
+    assert "The generator ran out of time." in others
+
+
 def test_create_rejects_a_blank_prompt_and_enqueues_nothing(owner: Any) -> None:
     response = _logged_in(owner).post(reverse("gallery:create"), {"prompt": "   \n  "})
 
@@ -374,6 +437,26 @@ def test_controller_gets_controls_goto_thumbnails_and_the_voice_slot(
     assert 'data-action="next"' in html
     assert html.count('<button type="button" class="strip__thumb"') == 3
     assert "voice-slot" in html
+
+
+def test_empty_terminal_offers_its_controller_to_create_the_first_picture(
+    client: Client,
+    make_terminal: Callable[..., Terminal],
+    owner: Any,
+) -> None:
+    terminal = make_terminal(slug="atelier", images=0)
+
+    controller = _logged_in(owner).get(terminal.get_absolute_url()).content.decode()
+    anonymous = client.get(terminal.get_absolute_url()).content.decode()
+
+    for html in (controller, anonymous):
+        assert "No pictures yet" in html
+        # Nothing to navigate yet: the buttons wait for the first picture.
+        assert "hidden>" in html.split('id="terminal-controls"')[1][:200]
+    create_link = reverse("gallery:create") + "?terminal=atelier"
+    assert create_link in controller
+    assert 'id="terminal-empty-create">' in controller
+    assert 'id="terminal-empty-create" hidden>' in anonymous
 
 
 def test_unknown_terminal_is_not_found(client: Client) -> None:
