@@ -149,3 +149,114 @@ def language_model(tools: list[dict[str, Any]], known: Callable[[str], bool]) ->
     out = io.StringIO()
     builder.write(out)
     return out.getvalue()
+
+
+# --- the strict command grammar ------------------------------------------------------
+
+_GRAMMAR_NUMBERS = 30
+_GRAMMAR_ORDINALS = 20
+_GRAMMAR_LEADS = ("please", "can you", "could you", "now", "okay", "and", "then", "just")
+_GRAMMAR_DETERMINERS = ("the", "this", "that", "me the", "me", "me this", "my")
+
+
+def _command_verbs(tools: list[dict[str, Any]]) -> list[str]:
+    """Generic verbs, and the name verbs of tools that need no free text."""
+    out = list(_GENERIC_VERBS)
+    for tool in tools:
+        name_words = lexicon.identifier_words(str(tool.get("name", "")))
+        properties = lexicon.tool_properties(tool)
+        needs_text = any(
+            lexicon.schema_type(properties.get(p, {})) == "string"
+            and not lexicon.enum_values(properties.get(p, {}))
+            for p in lexicon.tool_required(tool)
+        )
+        if name_words and not needs_text:
+            out += lexicon.synonyms(name_words[0])
+    return list(dict.fromkeys(out))
+
+
+def _alternation(phrases: list[str]) -> str:
+    return " | ".join(dict.fromkeys(phrases))
+
+
+def command_grammar(
+    tools: list[dict[str, Any]],
+    known: Callable[[str], bool],
+    complete: Callable[[str], bool],
+) -> str | None:
+    """A JSGF grammar of the short commands these tools take, or None when there are none.
+
+    Only whole commands: an enum value said with optional verb, determiner and object
+    ("show me the next picture", "go back", "the last one"), a numbered or ordinal object
+    ("open image three", "go to picture number five", "show the second picture"), a
+    tool's verb on its object ("describe this image"), and the small talk the lexicon
+    knows. A phrase is offered only when ``complete`` (the brain) turns it into a whole
+    tool call, so the grammar never hears a command the brain would have to ask about.
+    Free text (prompts, queries, instructions) is the language model's job.
+    """
+
+    def ok(phrase: str) -> bool:
+        return all(known(w) for w in lexicon.words(phrase))
+
+    parts = _tool_parts(tools)
+    objects = [o for o in parts["objects"] if " " not in o and o != "it" and ok(o)]
+    # Verbs of tools that take free text ("paint", "search") lead into free text: the
+    # language model hears those requests, the grammar never offers them.
+    free_verbs = set(parts["free_verbs"])
+    verbs = [v for v in _command_verbs(tools) if ok(v) and v not in free_verbs]
+    sample_object = next((o for o in objects if o not in _GENERIC_OBJECTS), "one")
+    candidates = [v for v in parts["values"] if ok(v) and v not in free_verbs]
+    values = [v for v in candidates if complete(f"the {v} {sample_object}") or complete(v)]
+    bodies: list[str] = []
+    rules: list[str] = []
+    if values:
+        rules.append(f"<value> = {_alternation(values)};")
+        bodies.append("[<verb>] [<det>] <value> [<object>]")
+    numbered = bool(parts["numeric"]) and any(
+        complete(f"{sample_object} {n}") for n in ("three", "twenty")
+    )
+    if numbered:
+        numbers = [n for n in spoken_numbers(_GRAMMAR_NUMBERS)[1:] if ok(n)]
+        ordinals = [n for n in spoken_ordinals(_GRAMMAR_ORDINALS) if ok(n)]
+        rules.append(f"<number> = {_alternation(numbers)};")
+        rules.append(f"<ordinal> = {_alternation(ordinals)};")
+        units = [u for u in parts["units"] if ok(u) and u not in objects]
+        unit = ""
+        if units:
+            rules.append(f"<unit> = {_alternation(units)};")
+            unit = " [<unit>]"
+        bodies.append(f"[<verb>] [<det>] <object> [number | to] <number>{unit}")
+        bodies.append(f"[<verb>] [to] <number>{unit}")
+        bodies.append("[<verb>] [<det>] <ordinal> <object>")
+    # A tool's own verb on its object, when that alone is a whole call.
+    named = [v for v in verbs if complete(f"{v} this {sample_object}")]
+    if named:
+        rules.append(f"<named> = {_alternation(named)};")
+        bodies.append("<named> [<det>] <object>")
+        verbs += named
+    chat = [c for c in lexicon.CHAT_PHRASES if ok(c)]
+    if chat:
+        rules.append(f"<chat> = {_alternation(chat)};")
+        bodies.append("<chat>")
+    if not bodies:
+        return None
+    leads = [lead for lead in _GRAMMAR_LEADS if ok(lead)]
+    determiners = [d for d in _GRAMMAR_DETERMINERS if ok(d)]
+    rules += [
+        f"<lead> = {_alternation(leads)};",
+        f"<verb> = {_alternation(verbs)};",
+        f"<det> = {_alternation(determiners)};",
+        f"<object> = {_alternation(objects)};",
+    ]
+    body = " | ".join(f"( {b} )" for b in bodies)
+    return (
+        "\n".join(
+            [
+                "#JSGF V1.0;",
+                "grammar commands;",
+                f"public <command> = [<lead>] ( {body} ) [please];",
+                *rules,
+            ]
+        )
+        + "\n"
+    )
