@@ -10,8 +10,9 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.utils import timezone
-from django_tasks import TaskContext, TaskResultStatus, task
+from django_tasks import TaskContext, task
 
+from artterminal.scheduling import task_enqueue_once
 from gallery import generation
 
 logger = logging.getLogger(__name__)
@@ -38,21 +39,5 @@ def schedule_reaper() -> None:
 
     At most one waits in the queue at a time, so a busy gallery does not pile them up.
     """
-    backend = reap_stale_images.get_backend()
-    if not backend.supports_defer:
-        return
-    if _reaper_waiting():
-        return
     delay = timedelta(seconds=settings.IMAGE_JOB_TIMEOUT_SECONDS + 1)
-    reap_stale_images.using(run_after=timezone.now() + delay).enqueue()
-
-
-def _reaper_waiting() -> bool:
-    from django_tasks_db.backend import DatabaseBackend
-    from django_tasks_db.models import DBTaskResult
-
-    if not isinstance(reap_stale_images.get_backend(), DatabaseBackend):
-        return False
-    return DBTaskResult.objects.filter(
-        task_path=reap_stale_images.module_path, status=TaskResultStatus.READY
-    ).exists()
+    task_enqueue_once(reap_stale_images, run_after=timezone.now() + delay)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
+from django.db.models import Exists, OuterRef, Q, QuerySet
+
 from gallery.models import Image, Terminal
 from gallery.selectors import AnyUser
-from voice.models import VoiceSession
+from voice.models import VoiceEvent, VoiceSession
 
 OPEN_STATUSES = (VoiceSession.Status.MINTED, VoiceSession.Status.ACTIVE)
 
@@ -22,6 +26,35 @@ def voice_session_for_mirror(*, session_id: int, user: AnyUser) -> VoiceSession 
 
 def voice_session_is_open(*, session_id: int) -> bool:
     return VoiceSession.objects.filter(pk=session_id, status__in=OPEN_STATUSES).exists()
+
+
+def voice_sessions_open_exist() -> bool:
+    return VoiceSession.objects.filter(status__in=OPEN_STATUSES).exists()
+
+
+def voice_sessions_unused(
+    *, expired_before: datetime, minted_before: datetime
+) -> QuerySet[VoiceSession]:
+    """Minted sessions whose call never started: the key expired before `expired_before`
+    (or, with no expiry recorded, was minted before `minted_before`)."""
+    return VoiceSession.objects.filter(status=VoiceSession.Status.MINTED).filter(
+        Q(token_expires_at__lt=expired_before)
+        | Q(token_expires_at__isnull=True, created_at__lt=minted_before)
+    )
+
+
+def voice_sessions_started_before(*, started_before: datetime) -> QuerySet[VoiceSession]:
+    return VoiceSession.objects.filter(
+        status=VoiceSession.Status.ACTIVE, started_at__lt=started_before
+    )
+
+
+def voice_sessions_silent_since(*, since: datetime) -> QuerySet[VoiceSession]:
+    """Active sessions that started before `since` and mirrored no event after it."""
+    recent = VoiceEvent.objects.filter(session_id=OuterRef("pk"), created_at__gte=since)
+    return VoiceSession.objects.filter(
+        status=VoiceSession.Status.ACTIVE, started_at__lt=since
+    ).filter(~Exists(recent))
 
 
 def terminal_image_get(*, terminal: Terminal, image_id: int) -> Image | None:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
@@ -22,6 +24,14 @@ TRANSCRIPTION_MODEL = "gpt-4o-mini-transcribe"
 # A mirrored event bigger than this is stored as an excerpt with a marker.
 MAX_STORED_EVENT_BYTES = 16 * 1024
 MAX_USAGE_TOKENS = 10_000_000
+# A browser that vanishes without hanging up leaves its session open; these end it.
+# A minted key unused this long after it expired: the call never started.
+UNUSED_KEY_GRACE = timedelta(seconds=60)
+# OpenAI ends a Realtime call after 60 minutes; the session cannot outlive it.
+MAX_CALL_DURATION = timedelta(minutes=60)
+# A call that mirrored nothing for this long is taken as abandoned by its page.
+MAX_SILENCE = timedelta(minutes=10)
+MINUTE = timedelta(minutes=1)
 # Fields that carry base64 audio, dropped in case a browser forgot to strip them.
 AUDIO_FIELDS = {"input_audio_buffer.append": "audio", "response.output_audio.delta": "delta"}
 
@@ -114,6 +124,7 @@ def voice_session_start(*, user: Any, terminal: Terminal, engine_root: str) -> V
         voice=config.voice[:20],
         status=VoiceSession.Status.MINTED,
     )
+    _expiry_check_schedule()
     try:
         secret = clients.client_secret_create(
             session=voice_session_config(terminal=terminal, config=config), config=config
@@ -126,6 +137,13 @@ def voice_session_start(*, user: Any, terminal: Terminal, engine_root: str) -> V
     return VoiceSessionStarted(
         session=session, secret=secret, calls_url=config.calls_url(engine_root=engine_root)
     )
+
+
+def _expiry_check_schedule() -> None:
+    """A page that vanishes without hanging up leaves its session to this check."""
+    from voice.tasks import schedule_expiry_check
+
+    schedule_expiry_check()
 
 
 def _session_fail(*, session: VoiceSession, reason: str) -> None:
@@ -223,3 +241,41 @@ def _announce_end(*, session_id: int, reason: str) -> None:
         async_to_sync(layer.group_send)(
             voice_session_group_name(session_id), events.session_ended_group_message(reason=reason)
         )
+
+
+def voice_sessions_expire(*, user: Any = None, now: datetime | None = None) -> list[VoiceSession]:
+    """End the open sessions (of `user`, or everyone's) that no browser will end.
+
+    A minted key that expired unused, a call past the upstream's 60-minute limit, and a
+    call that mirrored nothing for 10 minutes. Each goes through `voice_session_end`, so
+    a mirror socket still open is told and closes. Each session is re-checked under its
+    row lock, so an event recorded meanwhile keeps its session open.
+    """
+    now = now or timezone.now()
+    ttl = timedelta(seconds=settings.REALTIME_TOKEN_TTL_SECONDS)
+    rules = [
+        (
+            "the call never started: its key expired unused",
+            selectors.voice_sessions_unused(
+                expired_before=now - UNUSED_KEY_GRACE, minted_before=now - ttl - UNUSED_KEY_GRACE
+            ),
+        ),
+        (
+            f"the {MAX_CALL_DURATION // MINUTE}-minute call limit was reached",
+            selectors.voice_sessions_started_before(started_before=now - MAX_CALL_DURATION),
+        ),
+        (
+            f"nothing was heard from the page for {MAX_SILENCE // MINUTE} minutes",
+            selectors.voice_sessions_silent_since(since=now - MAX_SILENCE),
+        ),
+    ]
+    ended: list[VoiceSession] = []
+    for reason, due in rules:
+        if user is not None:
+            due = due.filter(user_id=user.pk)
+        for pk in list(due.values_list("pk", flat=True)):
+            with transaction.atomic():
+                session = due.select_for_update().filter(pk=pk).first()
+                if session is not None and voice_session_end(session=session, reason=reason):
+                    ended.append(session)
+    return ended

@@ -100,6 +100,9 @@ def token(request: HttpRequest) -> HttpResponse:
         user=request.user, terminal=terminal
     ):
         return _error(404, "terminal_not_found", "There is no such terminal.")
+    # Sessions this user's earlier pages left open (a closed tab, a lost network) end
+    # here at the latest, so the admin never shows them live beside the new one.
+    services.voice_sessions_expire(user=request.user)
     try:
         started = services.voice_session_start(
             user=request.user,
