@@ -100,7 +100,8 @@ REDIS_URL = env.str("REDIS_URL", default="")
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            # channels_redis's, with its background cleaning surviving a Redis restart.
+            "BACKEND": "artterminal.layers.RedisChannelLayer",
             "CONFIG": {
                 # redis-py 8 times reads out after 5 s by default, exactly as long as
                 # channels_redis blocks waiting for a message: every idle socket would
@@ -114,8 +115,9 @@ if REDIS_URL:
     CACHES = {
         "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
     }
-    # Sessions read from the shared cache and survive its flush through the database.
-    SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+    # Sessions read from the shared cache and survive its flush through the database
+    # (Django's cached_db, still answering while Redis is down).
+    SESSION_ENGINE = "artterminal.sessions"
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}

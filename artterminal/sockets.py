@@ -34,14 +34,19 @@ from django.contrib.auth import (
     load_backend,
 )
 from django.core.cache import cache
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.utils.crypto import constant_time_compare
+
+from artterminal.layers import LAYER_ERRORS, layer_failure
 
 logger = logging.getLogger(__name__)
 
-# 4000–4999 are the application's; these mirror HTTP's 429 and 401 for people reading logs.
+# 4000–4999 are the application's; these mirror HTTP's 429, 401 and 503 for people
+# reading logs. (Daphne can send no other code below 3000 than 1000.)
 CLOSE_TOO_MANY: Final = 4429
 CLOSE_LOGIN_GONE: Final = 4001
+# The channel layer failed under the socket (Redis restarting): reconnect with backoff.
+CLOSE_UNAVAILABLE: Final = 4503
 
 REDIS_CACHE_BACKEND: Final = "django.core.cache.backends.redis.RedisCache"
 # A socket's place in the per-user count lives this many check intervals without a refresh.
@@ -216,7 +221,7 @@ def socket_login_holds(*, session_key: str, user_id: int) -> bool:
         return False
     if backend_path not in settings.AUTHENTICATION_BACKENDS:
         return False
-    user = load_backend(backend_path).get_user(user_id)
+    user = load_backend(str(backend_path)).get_user(user_id)
     if user is None or not getattr(user, "is_active", False):
         return False
     session_hash = session.get(HASH_SESSION_KEY)
@@ -232,6 +237,10 @@ def socket_login_holds(*, session_key: str, user_id: int) -> bool:
 
 
 _login_holds = database_sync_to_async(socket_login_holds)
+
+
+# What a login check survives: the session's database or cache being briefly unreachable.
+OUTAGES: tuple[type[BaseException], ...] = (DatabaseError, *LAYER_ERRORS)
 
 
 # --- One socket's guard -------------------------------------------------------------------
@@ -269,9 +278,14 @@ class SocketGuard:
             admitted = await socket_counter().acquire(
                 user_id=self.user_id, socket_id=socket_id, cap=cap, ttl=self._ttl()
             )
-        except Exception:
+        except LAYER_ERRORS as error:
             # The cap protects the site; an outage of its store must not take it down.
-            logger.exception("Counting sockets of %s failed; admitting %s", self.who, self.path)
+            logger.warning(
+                "Counting sockets of %s failed (%s); admitting %s",
+                self.who,
+                layer_failure(error),
+                self.path,
+            )
             admitted = True
         if not admitted:
             logger.warning(
@@ -306,11 +320,17 @@ class SocketGuard:
             logger.info("Closing a socket of %s on %s: its login has ended", self.who, self.path)
         return holds
 
-    def watch(self, *, on_login_gone: Callable[[], Awaitable[None]]) -> None:
-        """While the socket lives: keep its place counted and re-check its login every
-        WEBSOCKET_SESSION_CHECK_SECONDS, calling `on_login_gone` once it fails."""
-        if self.user_id is not None and self._task is None:
-            self._task = asyncio.create_task(self._watch(on_login_gone))
+    def watch(
+        self,
+        *,
+        on_login_gone: Callable[[], Awaitable[None]],
+        on_check: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """While the socket lives: every WEBSOCKET_SESSION_CHECK_SECONDS keep its place
+        counted and re-check its login, calling `on_login_gone` once it fails, and
+        `on_check` while it holds (anonymous sockets get `on_check` alone)."""
+        if self._task is None and (self.user_id is not None or on_check is not None):
+            self._task = asyncio.create_task(self._watch(on_login_gone, on_check))
 
     async def stop(self) -> None:
         """When the socket ends, however it ends: stop watching and give back its place."""
@@ -323,33 +343,54 @@ class SocketGuard:
         if socket_id is not None and self.user_id is not None:
             try:
                 await socket_counter().release(user_id=self.user_id, socket_id=socket_id)
-            except Exception:
+            except LAYER_ERRORS as error:
                 # The entry expires by itself within its TTL.
-                logger.exception("Releasing a socket of %s failed", self.who)
+                logger.warning(
+                    "Releasing a socket of %s failed (%s); its place expires by itself",
+                    self.who,
+                    layer_failure(error),
+                )
 
-    async def _watch(self, on_login_gone: Callable[[], Awaitable[None]]) -> None:
-        assert self.user_id is not None
+    async def _watch(
+        self,
+        on_login_gone: Callable[[], Awaitable[None]],
+        on_check: Callable[[], Awaitable[None]] | None,
+    ) -> None:
         while True:
             await asyncio.sleep(self.check_seconds)
-            if self.socket_id is not None:
-                try:
-                    await socket_counter().acquire(
-                        user_id=self.user_id,
-                        socket_id=self.socket_id,
-                        cap=settings.WEBSOCKET_MAX_SOCKETS_PER_USER,
-                        ttl=self._ttl(),
-                    )
-                except Exception:
-                    logger.exception("Refreshing a socket of %s failed", self.who)
-            try:
-                holds = await self.login_holds()
-            except Exception:
-                logger.exception("Re-checking the login of %s failed", self.who)
-                continue
-            if not holds:
+            if self.user_id is not None and not await self._login_still_holds():
                 self._task = None
                 await on_login_gone()
                 return
+            if on_check is not None:
+                try:
+                    await on_check()
+                except Exception:
+                    logger.exception("The periodic check of a socket of %s failed", self.who)
+
+    async def _login_still_holds(self) -> bool:
+        """Refresh the socket's place and look at its login; an outage of either store
+        counts as holding (logged), to be looked at again next time."""
+        assert self.user_id is not None
+        if self.socket_id is not None:
+            try:
+                await socket_counter().acquire(
+                    user_id=self.user_id,
+                    socket_id=self.socket_id,
+                    cap=settings.WEBSOCKET_MAX_SOCKETS_PER_USER,
+                    ttl=self._ttl(),
+                )
+            except LAYER_ERRORS as error:
+                logger.warning(
+                    "Refreshing a socket of %s failed (%s)", self.who, layer_failure(error)
+                )
+        try:
+            return await self.login_holds()
+        except OUTAGES as error:
+            logger.warning(
+                "Re-checking the login of %s failed (%s)", self.who, layer_failure(error)
+            )
+            return True
 
     def _ttl(self) -> float:
         return self.check_seconds * TTL_INTERVALS

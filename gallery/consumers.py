@@ -13,45 +13,69 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
 from django.db import DatabaseError
 
 from artterminal.groups import terminal_group_name, user_group_name
-from artterminal.sockets import CLOSE_LOGIN_GONE, CLOSE_TOO_MANY, SocketGuard
+from artterminal.layers import LAYER_ERRORS, layer_failure
+from artterminal.sockets import (
+    CLOSE_LOGIN_GONE,
+    CLOSE_TOO_MANY,
+    CLOSE_UNAVAILABLE,
+    OUTAGES,
+    SocketGuard,
+)
 from gallery import events, selectors, services
+from gallery.catch_up import catch_up
 from gallery.models import Terminal
 from gallery.presence import viewer_registry
 
 logger = logging.getLogger(__name__)
 
 # A socket behind the terminal's version that hears nothing for this long has lost the
-# newest states to the channel layer, and is sent the current one.
+# newest states to the channel layer, and is sent the current one (gallery.catch_up).
 CATCH_UP_SECONDS = 1.0
+# Commands one socket may have waiting to run, past which it is told `busy`: as many as
+# its message burst (WEBSOCKET_MESSAGE_BURST), so only a socket that keeps sending
+# faster than its commands run is refused.
+# After the browser hangs up, commands it sent before still run for at most this long
+# (well within Daphne's 10 s application_close_timeout); the rest are dropped, logged.
+DRAIN_SECONDS = 3.0
 
 
 class TerminalConsumer(AsyncJsonWebsocketConsumer):
-    """`ws/terminals/<slug>/`: state, viewer count and image progress of one terminal."""
+    """`ws/terminals/<slug>/`: state, viewer count and image progress of one terminal.
+
+    Broadcasts cost no database query per viewer: the socket's rights are read at
+    connect and again when they may have changed (a `terminal.access` event, sent on
+    commit by gallery.signals) and on the periodic re-check of its login. Commands from
+    the browser wait in a small queue run by one task, so group messages and the close
+    are never stuck behind a slow command."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.terminal_id: int | None = None
         self.user: selectors.AnyUser = AnonymousUser()
+        self.rights = selectors.TerminalRights(can_watch=False, can_control=False)
         self.joined_groups: list[str] = []
         # Highest version this socket has been sent: a broadcast that raced the state
         # read at connect or sync is not sent twice.
         self.sent_version = -1
-        # The terminal's version in the database when this socket last forwarded a state.
-        self.known_version = -1
-        self.catch_up_task: asyncio.Task[None] | None = None
         self.viewers = 0
         self.sent_viewers = -1
         self.presence_task: asyncio.Task[None] | None = None
         self.guard: SocketGuard | None = None
-        # Once the server hangs up, frames and broadcasts still queued are dropped.
+        # Once the server hangs up, frames, commands and broadcasts still queued are dropped.
         self.closing = False
+        self.queue: asyncio.Queue[events.ClientMessage] = asyncio.Queue(
+            maxsize=settings.WEBSOCKET_MESSAGE_BURST
+        )
+        self.worker: asyncio.Task[None] | None = None
         self.commands: dict[str, Callable[[Any], Awaitable[None]]] = {
             "terminal.navigate": self.navigate,
             "terminal.sync": self.sync,
@@ -61,15 +85,39 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         """The socket's whole life: whatever ends it (a close, a crash, the server
-        cancelling it), its place in the user's count and its timers end with it."""
+        cancelling it), its place in the user's count and its timers end with it. A
+        channel layer that fails (Redis restarting empty forgets every group) closes
+        the socket with CLOSE_UNAVAILABLE, so the page reconnects and re-joins; the
+        commands it sent before run first, as the database is still there."""
         try:
             await super().__call__(scope, receive, send)
+        except LAYER_ERRORS as error:
+            logger.warning(
+                "Terminal socket on %s lost the channel layer (%s); closing it so the page "
+                "reconnects",
+                scope.get("path", ""),
+                layer_failure(error),
+            )
+            await self._drain_commands()
+            await self._close_quietly(send)
         finally:
-            for task in (self.presence_task, self.catch_up_task):
+            for task in (self.presence_task, self.worker):
                 if task is not None:
                     task.cancel()
+            if self.terminal_id is not None:
+                catch_up().discard(terminal_id=self.terminal_id, viewer=self)
             if self.guard is not None:
                 await self.guard.stop()
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Every frame and group message runs its handler directly. Channels would
+        first close stale database connections on the one database thread of the
+        process, a queue behind every write; this consumer only touches the database
+        through `database_sync_to_async`, which closes them itself."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     async def connect(self) -> None:
         """Runs on the websocket handshake: authorize, join the groups, accept, then send
@@ -77,10 +125,11 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
         before the handshake completes; a user with too many sockets open is told why."""
         self.user = self.scope.get("user") or AnonymousUser()
         slug = self.scope["url_route"]["kwargs"]["slug"]
-        terminal = await database_sync_to_async(_watchable_terminal)(slug=slug, user=self.user)
-        if terminal is None:
+        found = await database_sync_to_async(_watchable_terminal)(slug=slug, user=self.user)
+        if found is None:
             await self.close()
             return
+        terminal, self.rights = found
         self.guard = SocketGuard(
             scope=self.scope,
             rate=settings.WEBSOCKET_MESSAGES_PER_SECOND,
@@ -100,55 +149,91 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
         groups = [terminal_group_name(terminal.pk)]
         if self.user.is_authenticated and self.user.pk is not None:
             groups.append(user_group_name(self.user.pk))
-        for group in groups:
-            await self.channel_layer.group_add(group, self.channel_name)
-            self.joined_groups.append(group)
+        try:
+            for group in groups:
+                await self.channel_layer.group_add(group, self.channel_name)
+                self.joined_groups.append(group)
+        except LAYER_ERRORS as error:
+            logger.warning(
+                "Terminal %s: joining its groups failed (%s); asking the page to retry",
+                terminal.pk,
+                layer_failure(error),
+            )
+            await self.accept()
+            await self._send_error("unavailable", "The server is busy; reconnecting shortly.")
+            await self.close(code=CLOSE_UNAVAILABLE)
+            return
         await self.accept()
 
         registry = viewer_registry()
-        self.viewers = await registry.join(terminal_id=terminal.pk, channel_name=self.channel_name)
+        try:
+            self.viewers = await registry.join(
+                terminal_id=terminal.pk, channel_name=self.channel_name
+            )
+        except LAYER_ERRORS as error:
+            # Counted on the next refresh; the picture matters more than the count.
+            logger.warning("Counting viewers of terminal %s failed (%s)", terminal.pk, error)
+            self.viewers = max(self.viewers, 1)
         if registry.refresh_seconds is not None:
             self.presence_task = asyncio.create_task(self._keep_presence(registry.refresh_seconds))
+        catch_up().add(terminal_id=terminal.pk, viewer=self)
+        self.worker = asyncio.create_task(self._run_commands())
         await self._send_fresh_state()
         await self._broadcast_viewers()
         await _start_image_relay()
-        self.guard.watch(on_login_gone=self._close_login_gone)
+        self.guard.watch(on_login_gone=self._close_login_gone, on_check=self._check_periodically)
 
     async def disconnect(self, code: int) -> None:
-        """Runs when the socket closes, whoever closed it: leave the groups and tell the
-        remaining viewers the new count."""
+        """Runs when the socket closes, whoever closed it: leave the groups, let the
+        commands the browser sent before hanging up finish (for at most DRAIN_SECONDS;
+        none after a server-side close), and tell the remaining viewers the new count."""
         if self.presence_task is not None:
             self.presence_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.presence_task
             self.presence_task = None
-        if self.catch_up_task is not None:
-            self.catch_up_task.cancel()
-            self.catch_up_task = None
         if self.guard is not None:
             await self.guard.stop()
         for group in self.joined_groups:
-            await self.channel_layer.group_discard(group, self.channel_name)
+            try:
+                await self.channel_layer.group_discard(group, self.channel_name)
+            except LAYER_ERRORS as error:
+                # The membership expires with the layer's group_expiry.
+                logger.warning("Leaving %s failed (%s)", group, layer_failure(error))
+                break
         self.joined_groups = []
+        await self._drain_commands()
         if self.terminal_id is not None:
-            self.viewers = await viewer_registry().leave(
-                terminal_id=self.terminal_id, channel_name=self.channel_name
-            )
-            await self._broadcast_viewers()
+            catch_up().discard(terminal_id=self.terminal_id, viewer=self)
+            try:
+                self.viewers = await viewer_registry().leave(
+                    terminal_id=self.terminal_id, channel_name=self.channel_name
+                )
+                await self._broadcast_viewers()
+            except LAYER_ERRORS as error:
+                # A shared registry's entry expires by itself (gallery.presence).
+                logger.warning(
+                    "Uncounting a viewer of terminal %s failed (%s)",
+                    self.terminal_id,
+                    layer_failure(error),
+                )
             self.terminal_id = None
 
     async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
         """Runs when the server hangs up (refusal, oversized frame, revoked access,
         logout): nothing queued behind it is executed any more."""
         self.closing = True
+        while not self.queue.empty():
+            self.queue.get_nowait()
+            self.queue.task_done()
         await super().close(code=code, reason=reason)
 
     # --- Browser → server -----------------------------------------------------------
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Runs for every frame from the browser: count it against the socket's rate,
-        parse it strictly, re-check the login, then dispatch it to the command it names.
-        A refused frame gets an `error` and is never executed."""
+        parse it strictly and queue the command it names. A refused frame gets an
+        `error` and is never executed; so does a command past a full queue (`busy`)."""
         if self.closing or self.guard is None:
             return
         if not self.guard.allow_message():
@@ -167,12 +252,65 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
         except events.ParseError as error:
             await self._refuse(error)
             return
-        if not await self.guard.login_holds():
+        try:
+            self.queue.put_nowait(command)
+        except asyncio.QueueFull:
+            logger.warning(
+                "Terminal %s: a socket of %s sent commands faster than they run",
+                self.terminal_id,
+                self.guard.who,
+            )
+            await self._send_error(
+                "busy", "Still working on your earlier commands; this one was not run."
+            )
+
+    async def _run_commands(self) -> None:
+        """The socket's one command runner: each queued command, in order, after a
+        fresh look at the login behind it."""
+        while True:
+            command = await self.queue.get()
+            try:
+                await self._run_command(command)
+            finally:
+                self.queue.task_done()
+
+    async def _run_command(self, command: events.ClientMessage) -> None:
+        if self.closing or self.guard is None:
+            return
+        try:
+            holds = await self.guard.login_holds()
+        except OUTAGES as error:
+            logger.warning(
+                "Terminal %s: checking the login of %s failed (%s)",
+                self.terminal_id,
+                self.guard.who,
+                layer_failure(error),
+            )
+            await self._send_error("unavailable", "The gallery is busy; please try again.")
+            return
+        if not holds:
             await self._close_login_gone()
             return
         if self.closing:  # closed while the login was being checked
             return
         await self.commands[command["type"]](command)
+
+    async def _drain_commands(self) -> None:
+        worker, self.worker = self.worker, None
+        if worker is None:
+            return
+        try:
+            async with asyncio.timeout(DRAIN_SECONDS):
+                await self.queue.join()
+        except TimeoutError:
+            logger.warning(
+                "Terminal %s: dropped %d commands of a socket that closed with them queued",
+                self.terminal_id,
+                self.queue.qsize(),
+            )
+        worker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker
 
     async def navigate(self, command: events.NavigateCommand) -> None:
         """Runs on `terminal.navigate`: the service moves the terminal, and after commit
@@ -203,30 +341,27 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
 
     async def terminal_state(self, event: dict[str, Any]) -> None:
         """Runs after a navigation committed: forward the state with this socket's
-        viewer count and rights, re-checked now since they may have changed.
+        viewer count and its cached rights (kept current by `terminal_access`).
 
         The channel layer silently drops messages for a socket that falls behind, the
-        newest ones first, so no later message reveals the loss. When the terminal has
-        already moved past this state, the socket waits for the newer ones; if none
-        comes, `_catch_up` sends the current state."""
+        newest ones first, so no later message reveals the loss: once the terminal's
+        states go quiet, gallery.catch_up checks this process's sockets against the
+        database, once for all of them."""
         if self.closing or self.terminal_id is None or int(event["version"]) <= self.sent_version:
             return
-        found = await database_sync_to_async(_rights_and_version)(
-            terminal_id=self.terminal_id, user=self.user
-        )
-        if found is None:
-            await self._close_gone()
+        if not self.rights.can_watch:
             return
-        rights, version = found
-        if not rights.can_watch:
-            await self._close_forbidden()
+        await self._send_state(event, can_control=self.rights.can_control)
+        catch_up().state_seen(terminal_id=self.terminal_id, quiet_seconds=CATCH_UP_SECONDS)
+
+    async def terminal_access(self, event: dict[str, Any]) -> None:
+        """Runs when who may watch or drive this terminal may have changed (a membership,
+        the terminal's privacy or owner, the user's staff status; gallery.signals):
+        read this socket's rights again, close it if it may no longer watch."""
+        terminal_id = event.get("terminal_id")
+        if terminal_id is not None and terminal_id != self.terminal_id:
             return
-        await self._send_state(event, can_control=rights.can_control)
-        self.known_version = max(self.known_version, version)
-        if self.known_version > self.sent_version and (
-            self.catch_up_task is None or self.catch_up_task.done()
-        ):
-            self.catch_up_task = asyncio.create_task(self._catch_up())
+        await self._refresh_rights(send_if_behind=False)
 
     async def terminal_viewers(self, event: dict[str, Any]) -> None:
         """Runs when a socket of this terminal opened or closed anywhere. A count holds
@@ -237,19 +372,10 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
     async def image_progress(self, event: dict[str, Any]) -> None:
         """Runs when an image made for this terminal is queued, progresses, is ready or
         fails (gallery.broadcast.image_changed)."""
-        if self.closing or self.terminal_id is None:
+        if self.closing or self.terminal_id is None or not self.rights.can_watch:
             return
-        rights = await database_sync_to_async(_rights)(terminal_id=self.terminal_id, user=self.user)
-        if rights is None:
-            await self._close_gone()
-        elif not rights.can_watch:
-            await self._close_forbidden()
-        else:
-            message: events.ImageProgressMessage = {
-                "type": "image.progress",
-                "image": event["image"],
-            }
-            await self.send_json(message)
+        message: events.ImageProgressMessage = {"type": "image.progress", "image": event["image"]}
+        await self.send_json(message)
 
     async def user_logout(self, event: dict[str, Any]) -> None:
         """Runs when this socket's user logged out (gallery.broadcast.user_sockets_close):
@@ -257,6 +383,40 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
         await self.close(code=events.CLOSE_LOGGED_OUT)
 
     # --- Helpers --------------------------------------------------------------------
+
+    async def catch_up(self, state: dict[str, Any]) -> None:
+        """gallery.catch_up found this socket behind the terminal: send the current state."""
+        if not self.closing and self.rights.can_watch:
+            await self._send_state(state, can_control=self.rights.can_control)
+
+    async def _check_periodically(self) -> None:
+        """Every WEBSOCKET_SESSION_CHECK_SECONDS (artterminal.sockets): rights that
+        changed without a signal (a `QuerySet.update`), and states lost to the channel
+        layer that gallery.catch_up never heard of (every one of them lost)."""
+        await self._refresh_rights(send_if_behind=True)
+
+    async def _refresh_rights(self, *, send_if_behind: bool) -> None:
+        """Read this socket's rights (and its user) again; close it if it may no longer
+        watch, and send the state again if what it may do changed (or, with
+        `send_if_behind`, when the terminal moved past what this socket was sent)."""
+        if self.closing or self.terminal_id is None:
+            return
+        try:
+            found = await database_sync_to_async(_current_rights)(
+                terminal_id=self.terminal_id, user=self.user
+            )
+        except DatabaseError:
+            logger.warning("Re-reading rights on terminal %s failed", self.terminal_id)
+            return
+        if found is None:
+            await self._close_gone()
+            return
+        self.user, rights, version = found
+        changed, self.rights = rights != self.rights, rights
+        if not rights.can_watch:
+            await self._close_forbidden()
+        elif changed or (send_if_behind and version > self.sent_version):
+            await self._send_fresh_state()
 
     async def _send_fresh_state(self) -> None:
         if self.terminal_id is None:
@@ -267,46 +427,46 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
         if found is None:
             await self._close_gone()
             return
-        state, rights = found
-        if not rights.can_watch:
+        state, self.rights = found
+        if not self.rights.can_watch:
             await self._close_forbidden()
             return
-        await self._send_state(state, can_control=rights.can_control)
+        await self._send_state(state, can_control=self.rights.can_control, force=True)
 
-    async def _send_state(self, state: dict[str, Any], *, can_control: bool) -> None:
+    async def _send_state(
+        self, state: dict[str, Any], *, can_control: bool, force: bool = False
+    ) -> None:
+        """Send a state unless a newer one was sent already; `force` resends the
+        current one (a sync, or rights that changed)."""
         message = events.terminal_state_message(
             state, viewers=self.viewers, can_control=can_control
         )
-        if message["version"] < self.sent_version:  # read before a newer one was sent
+        if message["version"] < self.sent_version or (
+            message["version"] == self.sent_version and not force
+        ):
             return
-        self.sent_version = max(self.sent_version, message["version"])
+        self.sent_version = message["version"]
         self.sent_viewers = self.viewers
-        await self.send_json(message)
+        if not self.closing:
+            await self.send_json(message)
 
     async def _broadcast_viewers(self) -> None:
         if self.terminal_id is None:
             return
         message = events.terminal_viewers_message(self.viewers)
-        await self.channel_layer.group_send(terminal_group_name(self.terminal_id), message)
+        try:
+            await self.channel_layer.group_send(terminal_group_name(self.terminal_id), message)
+        except LAYER_ERRORS as error:
+            logger.warning(
+                "Announcing the viewers of terminal %s failed (%s)",
+                self.terminal_id,
+                layer_failure(error),
+            )
 
     async def _send_viewers_if_changed(self) -> None:
         if self.viewers != self.sent_viewers and not self.closing:
             self.sent_viewers = self.viewers
             await self.send_json(events.terminal_viewers_message(self.viewers))
-
-    async def _catch_up(self) -> None:
-        """While this socket is behind the version it saw in the database: as long as
-        newer states keep arriving, wait for them; after a quiet CATCH_UP_SECONDS, they
-        were lost, so send the current state."""
-        while not self.closing and self.sent_version < self.known_version:
-            seen = self.sent_version
-            await asyncio.sleep(CATCH_UP_SECONDS)
-            if self.sent_version == seen and not self.closing:
-                try:
-                    await self._send_fresh_state()
-                except Exception:
-                    logger.exception("Catching up terminal %s failed", self.terminal_id)
-                    return
 
     async def _keep_presence(self, interval: float) -> None:
         """Keeps this socket counted in a shared registry, and picks up counts that
@@ -317,10 +477,21 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
                 self.viewers = await viewer_registry().refresh(
                     terminal_id=self.terminal_id, channel_name=self.channel_name
                 )
-            except Exception:
-                logger.exception("Refreshing presence on terminal %s failed", self.terminal_id)
+            except LAYER_ERRORS as error:
+                logger.warning(
+                    "Refreshing presence on terminal %s failed (%s)",
+                    self.terminal_id,
+                    layer_failure(error),
+                )
                 continue
             await self._send_viewers_if_changed()
+
+    async def _close_quietly(self, send: Any) -> None:
+        """Close with CLOSE_UNAVAILABLE after the layer failed under the socket; the
+        browser may be gone already, which is fine."""
+        self.closing = True
+        with contextlib.suppress(Exception):
+            await send({"type": "websocket.close", "code": CLOSE_UNAVAILABLE})
 
     async def _refuse(self, error: events.ParseError) -> None:
         await self._send_error(error.code, error.message)
@@ -328,7 +499,8 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=error.close_code)
 
     async def _send_error(self, code: str, message: str) -> None:
-        await self.send_json(events.error_message(code, message))
+        if not self.closing:
+            await self.send_json(events.error_message(code, message))
 
     async def _close_forbidden(self) -> None:
         await self._send_error("forbidden", "You may no longer watch this terminal.")
@@ -347,27 +519,27 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
         await self.close(code=events.CLOSE_FORBIDDEN)
 
 
-def _watchable_terminal(*, slug: str, user: selectors.AnyUser) -> Terminal | None:
+def _watchable_terminal(
+    *, slug: str, user: selectors.AnyUser
+) -> tuple[Terminal, selectors.TerminalRights] | None:
     terminal = Terminal.objects.filter(slug=slug).first()
-    if terminal is None or not selectors.terminal_rights(user=user, terminal=terminal).can_watch:
-        return None
-    return terminal
-
-
-def _rights(*, terminal_id: int, user: selectors.AnyUser) -> selectors.TerminalRights | None:
-    terminal = Terminal.objects.filter(pk=terminal_id).first()
     if terminal is None:
         return None
-    return selectors.terminal_rights(user=user, terminal=terminal)
+    rights = selectors.terminal_rights(user=user, terminal=terminal)
+    return (terminal, rights) if rights.can_watch else None
 
 
-def _rights_and_version(
+def _current_rights(
     *, terminal_id: int, user: selectors.AnyUser
-) -> tuple[selectors.TerminalRights, int] | None:
+) -> tuple[selectors.AnyUser, selectors.TerminalRights, int] | None:
+    """The user as stored now (staff status may have changed), their rights on the
+    terminal and its version; None when the terminal is gone."""
     terminal = Terminal.objects.filter(pk=terminal_id).first()
     if terminal is None:
         return None
-    return selectors.terminal_rights(user=user, terminal=terminal), terminal.version
+    if user.is_authenticated:
+        user = get_user_model().objects.filter(pk=user.pk).first() or AnonymousUser()
+    return user, selectors.terminal_rights(user=user, terminal=terminal), terminal.version
 
 
 def _state_and_rights(

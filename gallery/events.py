@@ -97,16 +97,38 @@ class ErrorMessage(TypedDict):
 ServerMessage = TerminalStateMessage | TerminalViewersMessage | ImageProgressMessage | ErrorMessage
 
 # --- Channel-layer group messages (server side only) ------------------------------------
-# `terminal.state` (from gallery.broadcast.terminal_state): the state without `viewers`
-#     and `can_control`, which the consumer adds per socket.
+# To `terminal-<id>`:
+# `terminal.state` (gallery.broadcast.terminal_state): the state without `viewers` and
+#     `can_control`, which the consumer adds per socket from its cached rights.
 # `terminal.viewers` {"viewers": n}: the count changed.
 # `image.progress` {"image": ImageProgress}: an image of this terminal moved on.
-# `user.logout` (to `user-<id>`, from gallery.broadcast.user_sockets_close): close.
+# `terminal.access` {"terminal_id": id} (gallery.broadcast.terminal_access_changed): the
+#     terminal went private, changed owner or was deleted; every socket re-reads its rights.
+# To `user-<id>`:
+# `terminal.access` {"terminal_id": id | None} (gallery.broadcast.user_access_changed):
+#     the user's membership (on that terminal) or staff status (None: every terminal)
+#     changed; that user's sockets re-read their rights.
+# `user.logout` (gallery.broadcast.user_sockets_close): close.
 
-# Close codes beside the standard ones (4000–4999 are the application's).
-CLOSE_MESSAGE_TOO_BIG: Final = 1009
-CLOSE_LOGGED_OUT: Final = 4001
+# --- Error codes (`error` {code, message}) ----------------------------------------------
+# Refused frames, never executed: `invalid_json`, `invalid_message`, `missing_type`,
+# `unknown_type`, `unexpected_field`, `missing_field`, `invalid_field`, `invalid_action`,
+# `binary_not_supported`, `message_too_large` (then close 4009).
+# Refused commands (gallery.services): `forbidden`, `image_not_found`, `empty_terminal`,
+# `invalid_image_id`, `invalid_action`.
+# `busy`: more than WEBSOCKET_MESSAGE_BURST commands waiting (gallery.consumers); this
+#     one was not run. `unavailable`: the database, session store or channel layer failed; not run
+#     (on connect: then close 4503).
+# Before a close: `rate_limited` (4429), `too_many_sockets` (4429), `logged_out` (4001),
+# `forbidden` (4003: no longer allowed to watch), `terminal_not_found` (4003).
+
+# Close codes. Daphne sends no code below 3000 but 1000, so each is a 4xxx named after the
+# HTTP status or websocket code it stands for. The page reconnects after all but 4003.
+CLOSE_LOGGED_OUT: Final = 4001  # = artterminal.sockets.CLOSE_LOGIN_GONE
 CLOSE_FORBIDDEN: Final = 4003
+CLOSE_MESSAGE_TOO_BIG: Final = 4009  # websocket 1009
+# artterminal.sockets: CLOSE_TOO_MANY 4429 (messages or sockets), CLOSE_UNAVAILABLE 4503
+# (the channel layer failed under the socket: reconnect and re-sync).
 
 
 class ParseError(Exception):

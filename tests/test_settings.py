@@ -238,9 +238,9 @@ def test_redis_url_switches_layer_cache_and_sessions_together() -> None:
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [
-        "channels_redis.core.RedisChannelLayer",
+        "artterminal.layers.RedisChannelLayer",
         "django.core.cache.backends.redis.RedisCache",
-        "django.contrib.sessions.backends.cached_db",
+        "artterminal.sessions",
         "django.db.backends.postgresql",
         "True",
         "True",

@@ -3,6 +3,7 @@ runs the assistant's tool calls. Protocol in voice/events.py."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -11,18 +12,20 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import DatabaseError, DataError, IntegrityError
 
 from artterminal.groups import user_group_name, voice_session_group_name
-from artterminal.sockets import CLOSE_LOGIN_GONE, CLOSE_TOO_MANY, SocketGuard
+from artterminal.layers import LAYER_ERRORS, layer_failure
+from artterminal.sockets import CLOSE_LOGIN_GONE, CLOSE_TOO_MANY, OUTAGES, SocketGuard
 from gallery import selectors as gallery_selectors
+from gallery.models import Terminal
 from voice import events, selectors, services, tools
 from voice.models import VoiceSession
 
 logger = logging.getLogger(__name__)
 
-CLOSE_SESSION_ENDED = 4000
-CLOSE_MESSAGE_TOO_BIG = 1009
+CLOSE_SESSION_ENDED = events.CLOSE_SESSION_ENDED
 
 
 @database_sync_to_async
@@ -33,6 +36,17 @@ def _session_for(session_id: int, user: Any) -> VoiceSession | None:
     ):
         return None
     return session
+
+
+@database_sync_to_async
+def _still_controls(session: VoiceSession) -> bool:
+    user = get_user_model().objects.filter(pk=session.user_id).first()
+    terminal = Terminal.objects.filter(pk=session.terminal_id).first()
+    return (
+        user is not None
+        and terminal is not None
+        and gallery_selectors.terminal_can_control(user=user, terminal=terminal)
+    )
 
 
 class VoiceMirrorConsumer(AsyncJsonWebsocketConsumer):
@@ -51,9 +65,20 @@ class VoiceMirrorConsumer(AsyncJsonWebsocketConsumer):
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         """The socket's whole life: however it ends (close, crash, cancellation), its
-        place in the user's socket count and its login re-checks end with it."""
+        place in the user's socket count and its login re-checks end with it. A channel
+        layer that fails under it (Redis restarting empty forgets every group) closes it
+        with CLOSE_RETRY: the browser reconnects and resends what was not acked."""
         try:
             await super().__call__(scope, receive, send)
+        except LAYER_ERRORS as error:
+            logger.warning(
+                "Voice mirror on %s lost the channel layer (%s); closing it so the page reconnects",
+                scope.get("path", ""),
+                layer_failure(error),
+            )
+            self.ending = True
+            with contextlib.suppress(Exception):
+                await send({"type": "websocket.close", "code": events.CLOSE_RETRY})
         finally:
             if self.guard is not None:
                 await self.guard.stop()
@@ -86,16 +111,37 @@ class VoiceMirrorConsumer(AsyncJsonWebsocketConsumer):
             return
         self.session = session
         # The user's group too: logging out ends the call (gallery.broadcast.user_sockets_close).
-        self.groups_joined = [voice_session_group_name(session.pk), user_group_name(user.pk)]
-        for group in self.groups_joined:
-            await self.channel_layer.group_add(group, self.channel_name)
+        groups = [voice_session_group_name(session.pk), user_group_name(user.pk)]
+        try:
+            for group in groups:
+                await self.channel_layer.group_add(group, self.channel_name)
+                self.groups_joined.append(group)
+        except LAYER_ERRORS as error:
+            logger.warning(
+                "Voice session %s: joining its groups failed (%s); asking the page to retry",
+                session.pk,
+                layer_failure(error),
+            )
+            self.ending = True
+            await self.accept()
+            await self.send_json(
+                events.error(code="unavailable", message="The server is busy; reconnecting.")
+            )
+            await self.close(code=events.CLOSE_RETRY)
+            return
         await self.accept()
         self.guard.watch(on_login_gone=self._login_gone)
 
     async def disconnect(self, code: int) -> None:
         """On close: leave the groups. The session stays open, so the browser can reconnect."""
         for group in self.groups_joined:
-            await self.channel_layer.group_discard(group, self.channel_name)
+            try:
+                await self.channel_layer.group_discard(group, self.channel_name)
+            except LAYER_ERRORS as error:
+                # The membership expires with the layer's group_expiry.
+                logger.warning("Leaving %s failed (%s)", group, layer_failure(error))
+                break
+        self.groups_joined = []
         if self.guard is not None:
             await self.guard.stop()
 
@@ -161,9 +207,20 @@ class VoiceMirrorConsumer(AsyncJsonWebsocketConsumer):
                 # Kept in the timeline, but nothing to execute.
                 await self.send_json(events.error(code=invalid.code, message=invalid.message))
         # Acting for the user needs their login to hold right now.
-        if call is not None and self.guard is not None and not await self.guard.login_holds():
-            await self._login_gone()
-            return
+        if call is not None and self.guard is not None:
+            try:
+                holds = await self.guard.login_holds()
+            except OUTAGES as failure:
+                logger.warning(
+                    "Voice session %s: checking the login failed (%s)",
+                    self.session.pk,
+                    layer_failure(failure),
+                )
+                await self._send_unavailable()
+                return
+            if not holds:
+                await self._login_gone()
+                return
         try:
             stored = await database_sync_to_async(services.voice_event_record)(
                 session=self.session, event=message
@@ -206,9 +263,12 @@ class VoiceMirrorConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json(events.mirror_ack(seq=seq))
 
     async def _database_busy(self) -> None:
-        """No seq in the error: the browser keeps the event and resends it on reconnect."""
         session_id = self.session.pk if self.session is not None else None
         logger.exception("Voice session %s: the database failed", session_id)
+        await self._send_unavailable()
+
+    async def _send_unavailable(self) -> None:
+        """No seq in the error: the browser keeps the event and resends it on reconnect."""
         await self.send_json(
             events.error(code="unavailable", message="The server is busy; try again shortly.")
         )
@@ -225,6 +285,23 @@ class VoiceMirrorConsumer(AsyncJsonWebsocketConsumer):
     async def session_ended(self, message: dict[str, Any]) -> None:
         """On `session.ended` to the session's group (hang-up, or staff ended it)."""
         await self._end(reason=str(message.get("reason", "ended")))
+
+    async def terminal_access(self, message: dict[str, Any]) -> None:
+        """On `terminal.access` to the user's group (gallery.signals): the user's rights
+        changed. A user who may no longer control the session's terminal ends the call;
+        every tool call checks the rights again anyway (voice.tools)."""
+        session = self.session
+        terminal_id = message.get("terminal_id")
+        if self.ending or session is None:
+            return
+        if terminal_id is not None and terminal_id != session.terminal_id:
+            return
+        if not await _still_controls(session):
+            await self._stop(
+                end_reason="control revoked",
+                message=events.session_ended(reason="control revoked"),
+                code=CLOSE_SESSION_ENDED,
+            )
 
     async def user_logout(self, message: dict[str, Any]) -> None:
         """On `user.logout` to the user's group: the login behind this call is gone."""

@@ -22,7 +22,29 @@ Server → browser
 - `session.ended` {reason} — the session is over (hang-up, or ended by staff); the socket
   closes right after. Hang up the call.
 - `error` {code, message, seq?} — a message was refused and never executed. With `seq`,
-  that event will never be stored: drop it, do not resend.
+  that event will never be stored: drop it, do not resend. Without, keep it and resend.
+
+Error codes
+- with `seq` (drop that event): `invalid_message` (an unknown field),
+  `invalid_direction`, `invalid_event` (event not an object, a bad event.type, or an
+  event the database cannot store), `frame_too_large` (when the seq can be read from
+  the start of the frame).
+- without `seq`: `invalid_json`, `invalid_message` (not an object, a hangup with
+  fields), `unknown_type`, `invalid_seq` (no usable seq to name), `text_only` (a binary
+  frame), `frame_too_large` (no readable seq), `invalid_tool_call` (the event is stored
+  and acked, but names no call to run), `unavailable` (the database or the channel layer
+  failed: keep the event and resend it), `too_many_sockets` and `rate_limited` (each
+  followed by a close).
+
+Close codes (Daphne sends 1000 or 3000–4999 only)
+- 4000 `CLOSE_SESSION_ENDED` — after `session.ended` (hang-up, staff, control revoked).
+- 4001 `CLOSE_LOGIN_GONE` — the login behind the call ended; the session is ended too.
+- 4429 `CLOSE_TOO_MANY` — too many messages (the session is ended) or too many sockets
+  of this user (the session stays open for a socket that fits).
+- 1000 `CLOSE_RETRY` — the channel layer failed under the socket (Redis restarting):
+  reconnect with backoff and resend what was not acked. (Not a 4xxx code: the page
+  takes those as the server refusing the session, and stops.)
+A refused handshake (not the owner, session closed, no control) has no code.
 
 Unknown message types, unknown fields and malformed values are refused with `error`.
 """
@@ -31,6 +53,10 @@ from __future__ import annotations
 
 import re
 from typing import Any, Literal, TypedDict
+
+CLOSE_SESSION_ENDED = 4000
+CLOSE_RETRY = 1000
+# Shared with the terminal socket (artterminal.sockets): 4001 login gone, 4429 too many.
 
 MAX_SEQ = 2**31 - 1  # VoiceEvent.seq is a PositiveIntegerField
 MAX_EVENT_TYPE_CHARS = 100
@@ -176,6 +202,9 @@ def error(*, code: str, message: str, seq: int | None = None) -> dict[str, Any]:
 
 
 # --- Channel-layer messages to group voice_session_group_name(id) -----------------------
+# `session.ended` {reason} (below). To the user's group (artterminal.groups.user_group_name):
+# `user.logout` (gallery.broadcast.user_sockets_close) ends the call; `terminal.access`
+# {terminal_id} (gallery.broadcast.user_access_changed) re-checks control of the terminal.
 
 
 def session_ended_group_message(*, reason: str) -> dict[str, Any]:

@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from artterminal.groups import voice_session_group_name
+from artterminal.layers import group_send_or_warn
 from gallery import selectors as gallery_selectors
 from gallery.models import Terminal
 from voice import clients, events, selectors, tools
 from voice.models import VoiceEvent, VoiceSession
+
+logger = logging.getLogger(__name__)
 
 TRANSCRIPTION_MODEL = "gpt-4o-mini-transcribe"
 # A mirrored event bigger than this is stored as an excerpt with a marker.
@@ -236,11 +238,13 @@ def voice_session_end(*, session: VoiceSession, reason: str) -> bool:
 
 
 def _announce_end(*, session_id: int, reason: str) -> None:
-    layer = get_channel_layer()
-    if layer is not None:
-        async_to_sync(layer.group_send)(
-            voice_session_group_name(session_id), events.session_ended_group_message(reason=reason)
-        )
+    """After commit. With the layer down the mirror is not told now; its next event is
+    refused as the session is closed, which ends it then (voice.consumers)."""
+    group_send_or_warn(
+        voice_session_group_name(session_id),
+        events.session_ended_group_message(reason=reason),
+        logger=logger,
+    )
 
 
 def voice_sessions_expire(*, user: Any = None, now: datetime | None = None) -> list[VoiceSession]:

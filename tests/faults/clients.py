@@ -77,6 +77,8 @@ class TerminalClient:
     refused: int = 0
     # The sole controller's bookkeeping (see the module docstring).
     pending_from: int | None = None
+    # The connection the navigation in doubt was sent on.
+    pending_connection: int = 0
     executed: int = 0
     executed_after_reconnect: int = 0
     not_executed: int = 0
@@ -112,8 +114,10 @@ class TerminalClient:
         kind = message.get("type")
         if kind == "error":
             self.errors.append(message)
-            if self.pending_from is not None:
-                self.refused += 1  # a refusal is the answer to the navigation in doubt
+            if self.pending_from is not None and self.pending_connection == self.connections:
+                # A refusal on the connection that carried it answers the navigation in
+                # doubt; one on a later connection (why it closes) does not.
+                self.refused += 1
                 self.pending_from = None
         if kind != "terminal.state":
             return
@@ -162,6 +166,7 @@ class TerminalClient:
         except WebSocketException:
             return False  # never reached the server's socket
         self.pending_from = version
+        self.pending_connection = self.connections
         return True
 
     async def settle(self, timeout: float) -> None:

@@ -411,7 +411,7 @@ async def test_oversized_messages_are_refused_and_the_socket_closed(
         await socket.send_text(payload)
         error = await socket.receive()
         assert (error["type"], error["code"]) == ("error", "message_too_large")
-        assert await socket.receive_close() == 1009
+        assert await socket.receive_close() == 4009
     finally:
         await socket.disconnect()
 
@@ -422,7 +422,7 @@ async def test_oversized_binary_frames_close_too(make_terminal: Callable[..., Te
     try:
         await socket.communicator.send_to(bytes_data=b"x" * (64 * 1024 + 1))
         assert (await socket.receive())["code"] == "message_too_large"
-        assert await socket.receive_close() == 1009
+        assert await socket.receive_close() == 4009
     finally:
         await socket.disconnect()
 
@@ -452,7 +452,7 @@ async def test_nothing_queued_behind_an_oversized_frame_runs(
         await socket.send_text("x" * (64 * 1024 + 1))
         await socket.send({**NAVIGATE, "action": "next"})
         assert (await socket.receive())["code"] == "message_too_large"
-        assert await socket.receive_close() == 1009
+        assert await socket.receive_close() == 4009
         assert await socket.receive_nothing()
         assert await version(terminal) == 0
     finally:

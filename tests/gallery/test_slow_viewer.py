@@ -5,13 +5,14 @@ states were the ones lost (no later message would reveal the gap)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from channels.db import database_sync_to_async
 
-from gallery import consumers, services
+from gallery import broadcast, consumers, services
 from gallery.models import Terminal
 from tests.test_sockets_hardening import (  # noqa: F401  (autouse fixtures too)
     Socket,
@@ -38,8 +39,12 @@ def small_channel_queues(settings: Any) -> None:
 
 def _navigate_many(terminal: Terminal, user: Any, count: int) -> int:
     """A controller elsewhere (voice tool calls on another process, say) moving the
-    terminal `count` times. Run in the one database thread the consumers share, so the
-    viewer cannot handle anything meanwhile: it is stalled and its queue overflows."""
+    terminal `count` times right after a change of rights. Broadcasts cost a viewer no
+    database work, but a rights change makes it re-read its rights on the one database
+    thread the consumers share, which this runs in: the viewer is stalled behind it and
+    its queue overflows."""
+    broadcast.terminal_access_changed(terminal_id=terminal.pk)
+    time.sleep(0.2)  # the viewer is now waiting for the database thread
     for _ in range(count):
         terminal = services.terminal_navigate(terminal=terminal, user=user, action="next")
     return terminal.version

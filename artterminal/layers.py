@@ -1,0 +1,74 @@
+"""The channel layer's expected failures, and surviving them.
+
+With REDIS_URL set, every group message goes through Redis; a Redis that restarts or is
+briefly unreachable is an outage to ride out, not a bug: the database already holds the
+truth, and sockets re-sync from it when they reconnect. Code that talks to the layer
+catches `LAYER_ERRORS` and logs a warning without a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.exceptions import ChannelFull
+from channels.layers import get_channel_layer
+from channels_redis.core import RedisChannelLayer as _RedisChannelLayer
+
+logger = logging.getLogger(__name__)
+
+
+def _layer_errors() -> tuple[type[BaseException], ...]:
+    errors: tuple[type[BaseException], ...] = (OSError, TimeoutError, ChannelFull)
+    try:
+        from redis.exceptions import RedisError
+    except ImportError:  # the in-memory layer needs no Redis client
+        return errors
+    return (*errors, RedisError)
+
+
+# OSError covers refused and reset connections; RedisError the client's own
+# ConnectionError, TimeoutError and a server that lost its scripts or keys.
+LAYER_ERRORS: tuple[type[BaseException], ...] = _layer_errors()
+
+
+def layer_failure(error: BaseException) -> str:
+    """A one-line description of a layer failure, for a warning without traceback."""
+    text = str(error).splitlines()[0][:200] if str(error) else ""
+    return f"{error.__class__.__name__}: {text}" if text else error.__class__.__name__
+
+
+def group_send_or_warn(group: str, message: dict[str, Any], *, logger: logging.Logger) -> bool:
+    """Send to a group from synchronous code (an on_commit hook); False, with a
+    warning, when the layer is down. Callers have committed already: their receivers
+    read the state again when they reconnect, so nothing is retried here."""
+    layer = get_channel_layer()
+    if layer is None:
+        return True
+    try:
+        async_to_sync(layer.group_send)(group, message)
+    except LAYER_ERRORS as error:
+        logger.warning(
+            "Could not send %s to %s: the channel layer failed (%s)",
+            message.get("type", "a message"),
+            group,
+            layer_failure(error),
+        )
+        return False
+    return True
+
+
+class RedisChannelLayer(_RedisChannelLayer):
+    """channels_redis's layer, whose background cleaning survives a Redis restart.
+
+    After each message it receives, channels_redis pops the message's backup copy in a
+    task nobody awaits; with Redis gone, asyncio logs that task's error ("Task exception
+    was never retrieved") with a traceback. The backup is lost with the restarted Redis
+    anyway, so the failure is a warning."""
+
+    async def _clean_receive_backup(self, index: int, channel: str) -> None:
+        try:
+            await super()._clean_receive_backup(index, channel)
+        except LAYER_ERRORS as error:
+            logger.warning("Cleaning a received message's backup failed (%s)", layer_failure(error))
