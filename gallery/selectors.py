@@ -201,3 +201,11 @@ def images_visible_to(*, user: AnyUser, images: QuerySet[Image]) -> QuerySet[Ima
     return images.filter(
         Q(terminal__isnull=True) | Q(terminal__in=terminals_visible_to(user=user).values("pk"))
     )
+
+
+def terminal_images_in_progress(*, terminal: Terminal, limit: int = 10) -> QuerySet[Image]:
+    """Pictures being made for `terminal`, oldest first: its page's "In the works" list
+    when it opens (after that, progress arrives over the socket)."""
+    return Image.objects.filter(
+        terminal=terminal, status__in=[Image.Status.QUEUED, Image.Status.GENERATING]
+    ).order_by("id")[:limit]

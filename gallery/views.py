@@ -13,7 +13,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods
 
-from gallery import selectors, services
+from gallery import broadcast, selectors, services
 from gallery.forms import STYLE_CHOICES, ImageCreateForm
 from gallery.models import Image, Terminal
 
@@ -168,8 +168,12 @@ def terminal_detail(request: HttpRequest, slug: str) -> HttpResponse:
     if not selectors.terminal_can_watch(user=request.user, terminal=terminal):
         raise Http404("No such terminal.")
     state = terminal_page_state(terminal=terminal, user=request.user)
+    jobs = [
+        broadcast.image_progress_payload(image)
+        for image in selectors.terminal_images_in_progress(terminal=terminal)
+    ]
     return render(
         request,
         "gallery/terminal_detail.html",
-        {"terminal": terminal, "state": state, "can_control": state["can_control"]},
+        {"terminal": terminal, "state": state, "can_control": state["can_control"], "jobs": jobs},
     )

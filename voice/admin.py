@@ -103,6 +103,11 @@ class VoiceSessionAdmin(admin.ModelAdmin):
     inlines = [VoiceEventInline, ToolCallInline]
     actions = ["end_sessions"]
 
+    class Media:
+        # The timeline's layout (long payloads wrap inside the page) lives in a
+        # stylesheet: the site's Content-Security-Policy refuses inline styles.
+        css = {"all": ("css/admin.css",)}
+
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 

@@ -372,4 +372,6 @@ document.addEventListener("visibilitychange", () => {
 const initial = JSON.parse(document.getElementById("terminal-state").textContent);
 applyState(initial);
 firstStateAfterOpen = true;
+// Pictures already being made when the page opened; the socket reports their progress.
+for (const job of JSON.parse(document.getElementById("terminal-jobs-now").textContent)) renderJob(job);
 connect();

@@ -48,6 +48,12 @@ def test_created_picture_is_followed_from_queued_to_failed_and_seen_by_viewers(
     expect(maker.locator("#image-status-text")).to_contain_text("Queued")
     job = viewer.locator(f'[data-job-id="{image_id}"]')
     expect(job).to_contain_text("Queued “a lighthouse on a cliff in a storm” 0%")
+    # A viewer who arrives later sees the job from the page itself.
+    late = new_page()
+    late.goto(terminal.path)
+    expect(late.locator(f'[data-job-id="{image_id}"]')).to_contain_text(
+        "Queued “a lighthouse on a cliff in a storm” 0%"
+    )
 
     with sqlite3.connect(live_site.database, timeout=20) as connection:
         connection.execute(

@@ -459,6 +459,26 @@ def test_empty_terminal_offers_its_controller_to_create_the_first_picture(
     assert 'id="terminal-empty-create" hidden>' in anonymous
 
 
+def test_terminal_page_lists_the_pictures_already_in_the_works(
+    client: Client, make_terminal: Callable[..., Terminal], make_image: Callable[..., Image]
+) -> None:
+    terminal = make_terminal(slug="lobby", images=1)
+    queued = make_image(terminal=terminal, prompt="a lighthouse", status=Image.Status.QUEUED)
+    generating = make_image(terminal=terminal, prompt="an orchard", status=Image.Status.GENERATING)
+    make_image(terminal=terminal, prompt="a forest", status=Image.Status.FAILED)
+    make_image(prompt="for no terminal", status=Image.Status.QUEUED)
+
+    html = client.get(terminal.get_absolute_url()).content.decode()
+
+    jobs = json.loads(
+        html.split('id="terminal-jobs-now" type="application/json">')[1].split("<")[0]
+    )
+    assert [(job["id"], job["status"], job["prompt"]) for job in jobs] == [
+        (queued.pk, "queued", "a lighthouse"),
+        (generating.pk, "generating", "an orchard"),
+    ]
+
+
 def test_unknown_terminal_is_not_found(client: Client) -> None:
     assert client.get(reverse("gallery:terminal-detail", args=["nowhere"])).status_code == 404
 
