@@ -49,8 +49,12 @@ class Image(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [
+            # A terminal's images in display order, and their positions and counts.
             models.Index(fields=["terminal", "status", "id"]),
-            models.Index(fields=["status", "-created_at"]),
+            # The gallery grid: ready images in `ordering`, read a page at a time.
+            models.Index(fields=["status", "-created_at", "-id"]),
+            # Covers the grid's count, which filters on both (`images_visible_to`).
+            models.Index(fields=["status", "terminal"]),
         ]
 
     def __str__(self) -> str:
