@@ -80,6 +80,31 @@ def terminal_images(*, terminal: Terminal) -> QuerySet[Image]:
     return Image.objects.filter(terminal=terminal, status=Image.Status.READY).order_by("id")
 
 
+class _Place(NamedTuple):
+    """Where an image stands among a terminal's shown images."""
+
+    before: int  # shown images older than it
+    shown: int  # 1 when the image itself is shown on the terminal, else 0
+    total: int  # all shown images
+
+    @property
+    def position(self) -> int:
+        return self.before + self.shown
+
+
+def _image_place(*, terminal: Terminal, image: Image) -> _Place:
+    # Whether `image` itself is shown is read from the row as loaded: callers pass the
+    # image they just read (the terminal's current image), so it is as fresh as a count.
+    # Two plain counts over the (status, terminal) index; folding them into one
+    # statement (FILTER or scalar subqueries) measured slower in SQLite and the ORM.
+    images = terminal_images(terminal=terminal)
+    return _Place(
+        before=images.filter(id__lt=image.pk).count(),
+        shown=int(image.terminal_id == terminal.pk and image.is_ready),
+        total=images.count(),
+    )
+
+
 def terminal_image_position(*, terminal: Terminal, image: Image) -> int:
     """1-based position of `image` in the terminal's display order."""
     return terminal_images(terminal=terminal).filter(id__lte=image.pk).count()
@@ -88,27 +113,33 @@ def terminal_image_position(*, terminal: Terminal, image: Image) -> int:
 def image_state(*, terminal: Terminal, image: Image | None) -> ImageState | None:
     if image is None:
         return None
-    images = terminal_images(terminal=terminal)
+    return _image_state(image, _image_place(terminal=terminal, image=image))
+
+
+def _image_state(image: Image, place: _Place) -> ImageState:
     return {
         "id": image.pk,
         "title": image.title or image.prompt[:80],
         "prompt": image.prompt,
         "url": image.file.url if image.file else "",
         "thumbnail_url": image.thumbnail.url if image.thumbnail else "",
-        "position": images.filter(id__lte=image.pk).count(),
-        "count": images.count(),
+        "position": place.position,
+        "count": place.total,
     }
 
 
 def terminal_state(*, terminal: Terminal) -> dict[str, Any]:
     """The `terminal.state` message without what depends on the socket (`viewers`,
-    `can_control`): the consumer adds those per viewer."""
+    `can_control`): the consumer adds those per viewer. Four queries whatever the
+    number of images: two counts place the current image, two bounded reads fetch its
+    strip, whose positions follow from that place."""
     current = terminal.current_image
+    place = None if current is None else _image_place(terminal=terminal, image=current)
     return {
         "type": "terminal.state",
         "version": terminal.version,
-        "image": image_state(terminal=terminal, image=current),
-        "neighbours": neighbour_states(terminal=terminal, image=current),
+        "image": None if current is None or place is None else _image_state(current, place),
+        "neighbours": _neighbour_states(terminal=terminal, image=current, place=place),
     }
 
 
@@ -116,15 +147,23 @@ def neighbour_states(
     *, terminal: Terminal, image: Image | None, radius: int = 3
 ) -> list[NeighbourState]:
     """The strip around the current image (itself included), with display positions."""
+    place = None if image is None else _image_place(terminal=terminal, image=image)
+    return _neighbour_states(terminal=terminal, image=image, place=place, radius=radius)
+
+
+def _neighbour_states(
+    *, terminal: Terminal, image: Image | None, place: _Place | None, radius: int = 3
+) -> list[NeighbourState]:
     strip = terminal_neighbours(terminal=terminal, image=image, radius=radius)
     if not strip:
         return []
     # Positions count shown images only, like `image_state`, so a current image that
-    # is no longer ready does not shift the numbers of the ones after it.
-    position = terminal_images(terminal=terminal).filter(id__lt=strip[0].pk).count()
+    # is no longer ready does not shift the numbers of the ones after it. Everything
+    # in the strip before `image` is shown, so the first position follows from its place.
+    position = 0 if image is None or place is None else place.before - strip.index(image)
     states: list[NeighbourState] = []
     for neighbour in strip:
-        if neighbour.terminal_id == terminal.pk and neighbour.is_ready:
+        if neighbour is not image or (place is not None and place.shown):
             position += 1
         states.append(
             {
@@ -137,9 +176,14 @@ def neighbour_states(
     return states
 
 
+# What a strip entry shows; the rest of each row stays in the database.
+STRIP_FIELDS = ("id", "terminal_id", "status", "title", "prompt", "thumbnail")
+
+
 def terminal_neighbours(*, terminal: Terminal, image: Image | None, radius: int = 3) -> list[Image]:
-    """A strip of images around the current one, for the terminal page."""
-    images = terminal_images(terminal=terminal)
+    """A strip of images around the current one, for the terminal page; the neighbours
+    carry STRIP_FIELDS only."""
+    images = terminal_images(terminal=terminal).only(*STRIP_FIELDS)
     if image is None:
         return list(images[: radius * 2 + 1])
     before = list(images.filter(id__lt=image.pk).order_by("-id")[:radius])[::-1]

@@ -93,47 +93,72 @@ def _navigation_target(
     position: int | None,
     query: str,
 ) -> Image:
+    """The image `action` lands on, in one query (two when "next" or "previous" wraps
+    around); more only on the way to an error."""
     current_id = terminal.current_image_id
-    if not images.exists():
-        raise NotFound("This terminal has no images yet.", code="empty_terminal")
-    if action == "first":
-        return images.first()
-    if action == "last":
-        return images.last()
-    if action == "next":
-        after = images.filter(id__gt=current_id).first() if current_id else None
-        return after or images.first()  # a shared display wraps around
-    if action == "previous":
-        before = images.filter(id__lt=current_id).last() if current_id else None
-        return before or images.last()
-    if action == "goto":
+    found: Image | None
+    if action == "next" and current_id:
+        found = images.filter(id__gt=current_id).first() or images.first()  # wraps around
+    elif action in ("next", "first"):
+        found = images.first()
+    elif action == "previous" and current_id:
+        found = images.filter(id__lt=current_id).last() or images.last()
+    elif action in ("previous", "last"):
+        found = images.last()
+    elif action == "goto":
         if not isinstance(image_id, int) or isinstance(image_id, bool):
-            raise InvalidRequest("“goto” needs a numeric image_id.", code="invalid_image_id")
+            raise _refusal(
+                images,
+                InvalidRequest("“goto” needs a numeric image_id.", code="invalid_image_id"),
+            )
         found = images.filter(id=image_id).first()
         if found is None:
-            raise NotFound("That image is not on this terminal.", code="image_not_found")
-        return found
-    if action == "position":
-        count = images.count()
-        if (
-            not isinstance(position, int)
-            or isinstance(position, bool)
-            or not 1 <= position <= count
-        ):
-            raise InvalidRequest(
-                f"Position must be a number from 1 to {count}.", code="invalid_position"
+            raise _refusal(
+                images, NotFound("That image is not on this terminal.", code="image_not_found")
             )
-        return images[position - 1]
-    words = query.split()[:8]
-    if not words:
-        raise InvalidRequest("Say what to search for.", code="invalid_query")
-    matches = images
-    for word in words:
-        matches = matches.filter(prompt__icontains=word)
-    found = matches.last()
+    elif action == "position":
+        found = None
+        if isinstance(position, int) and not isinstance(position, bool) and position >= 1:
+            found = next(iter(images[position - 1 : position]), None)
+        if found is None:
+            count = images.count()
+            raise _refusal(
+                images,
+                InvalidRequest(
+                    f"Position must be a number from 1 to {count}.", code="invalid_position"
+                ),
+                empty=count == 0,
+            )
+    else:
+        words = query.split()[:8]
+        if not words:
+            raise _refusal(images, InvalidRequest("Say what to search for.", code="invalid_query"))
+        matches = images
+        for word in words:
+            matches = matches.filter(prompt__icontains=word)
+        found = matches.last()
+        if found is None:
+            raise _refusal(
+                images,
+                NotFound(
+                    f"No image on this terminal matches “{' '.join(words)}”.", code="no_match"
+                ),
+            )
     if found is None:
-        raise NotFound(f"No image on this terminal matches “{' '.join(words)}”.", code="no_match")
+        raise _empty_terminal()
     return found
+
+
+def _refusal(images: Any, error: GalleryError, *, empty: bool | None = None) -> GalleryError:
+    """`error`, unless the terminal has no images at all: that is said first, whatever
+    else was wrong, as when it was checked before anything else."""
+    if empty is None:
+        empty = not images.exists()
+    return _empty_terminal() if empty else error
+
+
+def _empty_terminal() -> NotFound:
+    return NotFound("This terminal has no images yet.", code="empty_terminal")
 
 
 def image_generate(

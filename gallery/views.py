@@ -149,14 +149,14 @@ def terminal_list(request: HttpRequest) -> HttpResponse:
     return render(request, "gallery/terminal_list.html", {"terminals": terminals})
 
 
-def terminal_page_state(*, terminal: Terminal, user: selectors.AnyUser) -> dict[str, Any]:
+def terminal_page_state(*, terminal: Terminal, can_control: bool) -> dict[str, Any]:
     """The socket's `terminal.state` as this user would receive it, so the page shows
     the picture before the socket connects and the script renders both the same way.
     The viewer count lives with the sockets; the page shows it once connected."""
     return {
         **selectors.terminal_state(terminal=terminal),
         "viewers": None,
-        "can_control": selectors.terminal_can_control(user=user, terminal=terminal),
+        "can_control": can_control,
     }
 
 
@@ -165,9 +165,11 @@ def terminal_detail(request: HttpRequest, slug: str) -> HttpResponse:
     terminal = get_object_or_404(
         Terminal.objects.select_related("current_image", "owner"), slug=slug
     )
-    if not selectors.terminal_can_watch(user=request.user, terminal=terminal):
+    # Both rights in at most one query, rather than one query for each.
+    rights = selectors.terminal_rights(user=request.user, terminal=terminal)
+    if not rights.can_watch:
         raise Http404("No such terminal.")
-    state = terminal_page_state(terminal=terminal, user=request.user)
+    state = terminal_page_state(terminal=terminal, can_control=rights.can_control)
     jobs = [
         broadcast.image_progress_payload(image)
         for image in selectors.terminal_images_in_progress(terminal=terminal)
@@ -175,5 +177,5 @@ def terminal_detail(request: HttpRequest, slug: str) -> HttpResponse:
     return render(
         request,
         "gallery/terminal_detail.html",
-        {"terminal": terminal, "state": state, "can_control": state["can_control"], "jobs": jobs},
+        {"terminal": terminal, "state": state, "can_control": rights.can_control, "jobs": jobs},
     )
