@@ -15,9 +15,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from functools import lru_cache
+from http.cookiejar import Cookie, DefaultCookiePolicy
 from typing import Any, Literal
 
 import requests
+import requests.adapters
 from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
@@ -35,6 +37,9 @@ MAX_RETRY_AFTER_SECONDS = 3600
 MAX_RESPONSE_BYTES = 256 * 1024
 
 Upstream = Literal["openai", "engine"]
+# Connections kept open per upstream host: a mint then skips the TCP (and TLS)
+# handshake. Past this many mints at once, urllib3 opens more and closes them after.
+POOL_SIZE = 32
 
 
 @dataclass(frozen=True)
@@ -172,9 +177,33 @@ class _Retryable(Exception):
         self.error = error
 
 
+class _NoCookies(DefaultCookiePolicy):
+    """Every user's mint shares the pooled session: no cookie may carry over."""
+
+    def set_ok(self, cookie: Cookie, request: Any) -> bool:
+        return False
+
+    def return_ok(self, cookie: Cookie, request: Any) -> bool:
+        return False
+
+
+def _new_session() -> requests.Session:
+    session = requests.Session()
+    session.cookies.set_policy(_NoCookies())
+    adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session
+
+
+# One per process, shared by threads: urllib3's pool is thread-safe, and nothing here
+# changes the session after it is built (no cookies, no per-request state).
+_session = _new_session()
+
+
 def _post(*, url: str, body: dict[str, Any], api_key: str) -> requests.Response:
     try:
-        return requests.post(
+        return _session.post(
             url,
             json=body,
             headers={"Authorization": f"Bearer {api_key}", "Accept": "application/json"},
