@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import WebSocketException
+from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 from websockets.typing import Origin
 
 FINAL_CLOSE_CODES = {4003}
@@ -100,6 +100,9 @@ class TerminalClient:
                     async for raw in socket:
                         self._handle(json.loads(raw))
                     self.close_codes.append(socket.close_code)
+            except ConnectionClosed as closed:
+                # Any code but 1000/1001 ends the iteration with an exception.
+                self.close_codes.append(closed.rcvd.code if closed.rcvd else None)
             except (OSError, WebSocketException, TimeoutError):
                 pass
             finally:
@@ -215,6 +218,9 @@ class MirrorClient:
     errors: list[dict[str, Any]] = field(default_factory=list)
     connections: int = 0
     close_codes: list[int | None] = field(default_factory=list)
+    # HTTP statuses of refused handshakes, and the reasons of `session.ended`.
+    refusals: list[int] = field(default_factory=list)
+    ended: list[str] = field(default_factory=list)
     socket: ClientConnection | None = None
     stopped: bool = False
     backoff: Backoff = field(default_factory=Backoff)
@@ -231,10 +237,16 @@ class MirrorClient:
                     async for raw in socket:
                         self._handle(json.loads(raw))
                     self.close_codes.append(socket.close_code)
+            except ConnectionClosed as closed:
+                self.close_codes.append(closed.rcvd.code if closed.rcvd else None)
+            except InvalidStatus as refused:
+                self.refusals.append(refused.response.status_code)
             except (OSError, WebSocketException, TimeoutError):
                 pass
             finally:
                 self.socket = None
+            if self.ended:
+                return  # like the page: an ended session is not reconnected
             if not self.stopped:
                 await asyncio.sleep(self.backoff.next_delay())
 
@@ -247,6 +259,8 @@ class MirrorClient:
             self.results[message["call_id"]] = self.results.get(message["call_id"], 0) + 1
         elif kind == "error":
             self.errors.append(message)
+        elif kind == "session.ended":
+            self.ended.append(str(message.get("reason")))
 
     async def mirror(self, seq: int, event: dict[str, Any]) -> None:
         """Buffer the event, and send it now if connected (else on reconnect)."""
@@ -265,7 +279,8 @@ class MirrorClient:
         except TimeoutError:
             raise AssertionError(
                 f"never acked: {sorted(self.buffer)[:10]}, {self.connections} connections, "
-                f"errors {self.errors[:3]}, closes {self.close_codes}"
+                f"errors {self.errors[:3]}, closes {self.close_codes}, session ended "
+                f"{self.ended}, handshakes refused {self.refusals[:5]}"
             ) from None
 
     async def stop(self) -> None:
