@@ -18,12 +18,11 @@ from voice.engine.stt import Transcriber
 from voice.engine.vad import SpeechStopped, VoiceActivityDetector
 
 # The issue asks for 95%. eSpeak's robotic voices are far from the speech pocketsphinx's
-# acoustic model was trained on; with frequency warping, n-best voting and the command
-# grammar's one-word repairs the engine hears 65 of these 72 takes (90.3%). The misses
-# left are acoustic ("first" heard as "third"/"last", "fox" as "boat"), which the grammar
-# hears the same way. The takes and the decoding are deterministic, so the floor sits one
-# take under today's figure (64/72) and catches any slide back.
-ACCURACY_FLOOR = 0.88
+# acoustic model was trained on; with frequency warping, 16 Gaussians per codebook and
+# n-best voting the engine hears 69 of these 72 takes (95.8%; 77.8% on a harder held-out
+# set with the verse voice and other phrasings). The takes and the decoding are
+# deterministic, so the figure is the same on every run.
+ACCURACY_FLOOR = 0.95
 
 
 def _percentile(values: list[float], share: float) -> float:

@@ -1,6 +1,5 @@
 """pocketsphinx with the tool-set language model, on the project's own recordings."""
 
-import re
 import threading
 import time
 from pathlib import Path
@@ -8,9 +7,8 @@ from pathlib import Path
 import pytest
 
 from tests.engine.recordings import Studio, Take
-from tests.engine.test_brain import MUSIC, THERMOSTAT
+from tests.engine.test_brain import THERMOSTAT
 from tests.engine.utterances import GALLERY_TOOLS
-from voice.engine.brain import Reply, decide
 from voice.engine.stt import Transcriber
 
 
@@ -75,37 +73,3 @@ def test_one_transcriber_serves_threads_at_once(studio: Studio, transcriber: Tra
     for thread in threads:
         thread.join()
     assert [results[i] for i in range(6)] == texts * 2
-
-
-def _grammar_words(grammar: str | None) -> set[str]:
-    assert grammar is not None
-    bodies = [line.split("=", 1)[1] for line in grammar.splitlines() if "=" in line]
-    return set(re.findall(r"[a-z']+", re.sub(r"<[^>]*>", " ", " ".join(bodies))))
-
-
-def test_command_grammar_comes_from_each_tool_set() -> None:
-    gallery = _grammar_words(Transcriber(tools=GALLERY_TOOLS).grammar)
-    assert {"next", "back", "first", "last", "twelve", "second", "describe", "picture"} <= gallery
-    # Free-text requests are the language model's: no "paint", "search", "make it".
-    assert not {"paint", "search", "find", "edit", "fox"} & gallery
-    thermostat = _grammar_words(Transcriber(tools=THERMOSTAT).grammar)
-    assert {"temperature", "twenty", "degrees", "set"} <= thermostat
-    assert not {"next", "picture", "describe"} & thermostat
-    music = _grammar_words(Transcriber(tools=MUSIC).grammar)
-    assert {"pause", "resume", "skip"} <= music
-    assert not {"picture", "degrees", "play"} & music
-
-
-def test_command_grammar_repairs_one_misheard_word(
-    studio: Studio, transcriber: Transcriber
-) -> None:
-    # The language model hears this take as "open picture whale", which is no command.
-    take = Take("open picture twelve", voice="shimmer", speed=0.9, noise="pink", seed=122)
-    assert transcriber.transcribe(studio.pcm(take)) == "open picture twelve"
-
-
-def test_requests_outside_the_grammar_are_not_forced_into_commands(
-    studio: Studio, transcriber: Transcriber
-) -> None:
-    heard = transcriber.transcribe(studio.pcm(Take("I like turtles", voice="marin")))
-    assert isinstance(decide(text=heard, tools=GALLERY_TOOLS), Reply), heard
