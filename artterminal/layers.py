@@ -8,6 +8,7 @@ catches `LAYER_ERRORS` and logs a warning without a traceback.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -28,6 +29,10 @@ def _layer_errors() -> tuple[type[BaseException], ...]:
     return (*errors, RedisError)
 
 
+# A broadcast runs in an on_commit hook on the process's one database thread: however
+# the layer misbehaves, it may hold that thread (and every socket's commands) this long.
+GROUP_SEND_SECONDS = 5.0
+
 # OSError covers refused and reset connections; RedisError the client's own
 # ConnectionError, TimeoutError and a server that lost its scripts or keys.
 LAYER_ERRORS: tuple[type[BaseException], ...] = _layer_errors()
@@ -47,7 +52,7 @@ def group_send_or_warn(group: str, message: dict[str, Any], *, logger: logging.L
     if layer is None:
         return True
     try:
-        async_to_sync(layer.group_send)(group, message)
+        async_to_sync(_group_send_bounded)(layer, group, message)
     except LAYER_ERRORS as error:
         logger.warning(
             "Could not send %s to %s: the channel layer failed (%s)",
@@ -57,6 +62,11 @@ def group_send_or_warn(group: str, message: dict[str, Any], *, logger: logging.L
         )
         return False
     return True
+
+
+async def _group_send_bounded(layer: Any, group: str, message: dict[str, Any]) -> None:
+    async with asyncio.timeout(GROUP_SEND_SECONDS):
+        await layer.group_send(group, message)
 
 
 class RedisChannelLayer(_RedisChannelLayer):

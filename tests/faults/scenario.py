@@ -196,8 +196,11 @@ async def drive(
     return Outcome(data, controllers, viewers, mirror, calls, seqs, live_misses, stored)
 
 
-def assert_converged(outcome: Outcome, *, faults: int, site: Daphnes) -> None:
-    """Nothing executed twice, nothing acknowledged lost, everyone on the stored state."""
+def assert_converged(
+    outcome: Outcome, *, faults: int, site: Daphnes, cuts_per_fault: int = 1
+) -> None:
+    """Nothing executed twice, nothing acknowledged lost, everyone on the stored state.
+    Each fault cuts a socket at most `cuts_per_fault` times."""
     versions = outcome.stored["versions"]
     for terminal, controller, watchers in zip(
         outcome.data["terminals"], outcome.controllers, outcome.viewers, strict=True
@@ -207,8 +210,8 @@ def assert_converged(outcome: Outcome, *, faults: int, site: Daphnes) -> None:
         assert controller.refused == 0, controller.errors
         # Every navigation that ran was seen to run, and none ran twice.
         assert stored == terminal["version"] + controller.executed, (stored, controller)
-        # At most the one navigation in flight per fault went down with the socket.
-        assert controller.not_executed <= faults, controller.not_executed
+        # At most the one navigation in flight per cut went down with the socket.
+        assert controller.not_executed <= faults * cuts_per_fault, controller.not_executed
         for client in [controller, *watchers]:
             assert client.version == stored, (client.name, client.version, stored)
             for history in client.histories:
