@@ -88,6 +88,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "timeout": env.int("SQLITE_BUSY_TIMEOUT", default=20),
     }
+    # Sockets' database calls share one thread: keeping its connection saves a connect
+    # (and the PRAGMAs above) per call. Requests still close theirs (artterminal.sqlite).
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("SQLITE_CONN_MAX_AGE", default=60)
 else:
     # Under ASGI a persistent connection can outlive the thread that opened it, so Django
     # advises CONN_MAX_AGE=0 there; put PgBouncer in front when connects become the cost.
