@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 8000
+# Settings read PORT too (ENGINE_URL: how the site reaches its own engine).
+export PORT
 export PYTHONUNBUFFERED := 1
 
 .PHONY: setup browser run test test-faults lint bench clean
