@@ -111,31 +111,37 @@ def voice_session_config(*, terminal: Terminal, config: clients.RealtimeConfig) 
 def voice_session_start(*, user: Any, terminal: Terminal, engine_root: str) -> VoiceSessionStarted:
     """Record a session and mint its client secret.
 
-    The upstream is called outside any transaction (no lock held during the network
-    call); a failure marks the session failed with the reason, then re-raises.
+    The upstream is called before anything is written (no lock held during the network
+    call); a refused mint is recorded as a failed session with the reason, then re-raised.
     `engine_root` is this site's /engine/v1 URL as the browser sees it.
     """
     if not gallery_selectors.terminal_can_control(user=user, terminal=terminal):
         raise VoiceNotAllowed("You may watch this terminal but not control it by voice.")
     config = clients.realtime_config()
-    session = VoiceSession.objects.create(
-        user=user,
-        terminal=terminal,
-        upstream=config.upstream,
-        model=config.model[:60],
-        voice=config.voice[:20],
-        status=VoiceSession.Status.MINTED,
-    )
-    _expiry_check_schedule()
+    record = {
+        "user": user,
+        "terminal": terminal,
+        "upstream": config.upstream,
+        "model": config.model[:60],
+        "voice": config.voice[:20],
+    }
     try:
         secret = clients.client_secret_create(
             session=voice_session_config(terminal=terminal, config=config), config=config
         )
     except clients.RealtimeError as error:
-        _session_fail(session=session, reason=f"{error.code}: {error.message}")
+        # One write either way: a refused mint is still on record, with its reason.
+        VoiceSession.objects.create(
+            **record,
+            status=VoiceSession.Status.FAILED,
+            end_reason=f"{error.code}: {error.message}"[:200],
+            ended_at=timezone.now(),
+        )
         raise
-    session.token_expires_at = secret.expires_at
-    session.save(update_fields=["token_expires_at"])
+    session = VoiceSession.objects.create(
+        **record, status=VoiceSession.Status.MINTED, token_expires_at=secret.expires_at
+    )
+    _expiry_check_schedule()
     return VoiceSessionStarted(
         session=session, secret=secret, calls_url=config.calls_url(engine_root=engine_root)
     )
@@ -146,13 +152,6 @@ def _expiry_check_schedule() -> None:
     from voice.tasks import schedule_expiry_check
 
     schedule_expiry_check()
-
-
-def _session_fail(*, session: VoiceSession, reason: str) -> None:
-    session.status = VoiceSession.Status.FAILED
-    session.end_reason = reason[:200]
-    session.ended_at = timezone.now()
-    session.save(update_fields=["status", "end_reason", "ended_at"])
 
 
 def voice_event_record(*, session: VoiceSession, event: events.MirrorEvent) -> bool:
@@ -255,6 +254,8 @@ def voice_sessions_expire(*, user: Any = None, now: datetime | None = None) -> l
     a mirror socket still open is told and closes. Each session is re-checked under its
     row lock, so an event recorded meanwhile keeps its session open.
     """
+    if user is not None and not selectors.voice_sessions_open_exist(user=user):
+        return []  # the common case at the token endpoint: one query, nothing to end
     now = now or timezone.now()
     ttl = timedelta(seconds=settings.REALTIME_TOKEN_TTL_SECONDS)
     rules = [
