@@ -14,16 +14,9 @@ The tests skip with a reason when Chromium or Playwright is missing (`make brows
 from __future__ import annotations
 
 import json
-import os
-import secrets
-import signal
-import socket
 import sqlite3
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +24,8 @@ from typing import Any
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests import live
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -97,12 +91,6 @@ print(json.dumps({"id": terminal.pk, "slug": terminal.slug, "image_ids": ids}))
 """
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass
 class SeededTerminal:
     id: int
@@ -119,7 +107,7 @@ class LiveSite:
     """The site as it runs in production: its own process, database file and media."""
 
     root: Path
-    port: int = field(default_factory=free_port)
+    port: int = field(default_factory=live.free_port)
     extra_env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
 
@@ -135,40 +123,18 @@ class LiveSite:
     def log_path(self) -> Path:
         return self.root / "daphne.log"
 
-    def env(self) -> dict[str, str]:
-        env = {
-            key: value
-            for key, value in os.environ.items()
-            if not key.startswith(("DJANGO_", "PYTEST", "DATABASE_URL"))
-        }
-        env.update(
-            {
-                "DJANGO_SETTINGS_MODULE": "artterminal.settings",
-                "DEBUG": "true",
-                "SECRET_KEY": self._secret_key,
-                "DATABASE_URL": f"sqlite:///{self.database}",
-                "MEDIA_ROOT": str(self.root / "media"),
-                "PORT": str(self.port),
-                "ALLOWED_HOSTS": "127.0.0.1,localhost",
-                # Empty on purpose: a developer's .env must not send tests upstream.
-                "OPENAI_API_KEY": "",
-                "REALTIME_BASE_URL": "",
-                "REDIS_URL": "",
-                "ENGINE_API_KEY": "sk-engine-" + self._secret_key[:24],
-                "PYTHONUNBUFFERED": "1",
-                **self.extra_env,
-            }
-        )
-        return env
-
     def __post_init__(self) -> None:
-        self._secret_key = secrets.token_urlsafe(50)
+        # Built once: the secret key (and so every session) must survive a restart.
+        self._env = live.sqlite_environment(self.root, PORT=str(self.port), **self.extra_env)
+
+    def env(self) -> dict[str, str]:
+        return dict(self._env)
 
     def run_python(self, script: str, spec: dict[str, Any]) -> Any:
         """Runs `script` with the site's settings and database; returns its JSON answer."""
         done = subprocess.run(
             [sys.executable, "-c", script, json.dumps(spec)],
-            cwd=REPO_ROOT,
+            cwd=live.ROOT,
             env=self.env(),
             capture_output=True,
             timeout=120,
@@ -178,14 +144,7 @@ class LiveSite:
         return json.loads(done.stdout.decode().strip().splitlines()[-1])
 
     def prepare(self) -> None:
-        subprocess.run(
-            [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
-            cwd=REPO_ROOT,
-            env=self.env(),
-            check=True,
-            capture_output=True,
-            timeout=180,
-        )
+        live.migrate(self.env())
         self.run_python(_SEED_USERS, {"users": list(USERS), "password": PASSWORD})
 
     def seed_terminal(
@@ -197,49 +156,24 @@ class LiveSite:
         return SeededTerminal(id=made["id"], slug=made["slug"], image_ids=made["image_ids"])
 
     def start(self) -> None:
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "daphne",
-                    "-b",
-                    "127.0.0.1",
-                    "-p",
-                    str(self.port),
-                    "artterminal.asgi:application",
-                ],
-                cwd=REPO_ROOT,
-                env=self.env(),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"Daphne exited at start:\n{self.log_tail()}")
-            try:
-                # Always http://127.0.0.1:<port>/, built above.
-                with urllib.request.urlopen(f"{self.url}/terminals/", timeout=2) as response:  # noqa: S310
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            time.sleep(0.25)
-        raise RuntimeError(f"Daphne did not answer within 60 s:\n{self.log_tail()}")
+        """Starts Daphne on the site's port (the same one after a restart) and waits for
+        the terminal list to answer."""
+        self.process, _ = live.start_daphne(env=self.env(), log=self.log_path, port=self.port)
+        listing = f"{self.url}/terminals/"
+        live.wait_until(
+            live.answering(listing, status=200, timeout=2),
+            [self.process],
+            logs=self.log_tail,
+        )
 
     def stop(self) -> None:
         """Kills the server outright: sockets drop without close frames, as in a crash."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(timeout=10)
+        if self.process is not None:
+            live.kill(self.process)
         self.process = None
 
     def log_tail(self, lines: int = 60) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return live.log_tail(self.log_path, lines)
 
     def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         """Reads the site's database directly: what it stored, not what it says."""

@@ -2,27 +2,33 @@
 
 The site runs as it does in production (its own process, its own event loop where the
 aiortc peers live), with development settings, a throwaway database and its own
-ENGINE_API_KEY. The listening socket is bound here and handed to Daphne by file
-descriptor, so no other process can take the port in between.
+ENGINE_API_KEY. The listening socket is handed to Daphne by file descriptor
+(`tests.live.start_daphne`), so no other process can take the port in between.
 """
 
 from __future__ import annotations
 
-import os
-import secrets
-import socket
 import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests import live
+
+# The one tool the engine tests' sessions declare.
+NAVIGATE: dict[str, Any] = {
+    "type": "function",
+    "name": "navigate_gallery",
+    "description": "Show another picture of the gallery.",
+    "parameters": {
+        "type": "object",
+        "properties": {"action": {"type": "string", "enum": ["next", "previous"]}},
+        "required": ["action"],
+    },
+}
 
 
 @dataclass
@@ -37,93 +43,26 @@ class EngineServer:
         return f"{self.url}/engine/v1"
 
     def log_tail(self, lines: int = 60) -> str:
-        path = self.root / "daphne.log"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-
-
-def _environment(root: Path, api_key: str, max_calls: int) -> dict[str, str]:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("DJANGO_", "PYTEST", "DATABASE_URL"))
-    }
-    env.update(
-        {
-            "DJANGO_SETTINGS_MODULE": "artterminal.settings",
-            "DEBUG": "true",
-            "SECRET_KEY": secrets.token_urlsafe(50),
-            "DATABASE_URL": f"sqlite:///{root / 'site.sqlite3'}",
-            "MEDIA_ROOT": str(root / "media"),
-            "OPENAI_API_KEY": "",
-            "REALTIME_BASE_URL": "",
-            "REDIS_URL": "",
-            "ENGINE_API_KEY": api_key,
-            "ENGINE_MAX_CALLS": str(max_calls),
-            "ALLOWED_HOSTS": "127.0.0.1,localhost",
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    return env
-
-
-def _wait_ready(server: EngineServer) -> None:
-    deadline = time.monotonic() + 60
-    request = urllib.request.Request(  # noqa: S310 - a loopback URL built above
-        f"{server.engine_url}/realtime/client_secrets", method="POST", data=b"{}"
-    )
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise RuntimeError(f"Daphne exited at start:\n{server.log_tail()}")
-        try:
-            urllib.request.urlopen(request, timeout=2)  # noqa: S310
-        except urllib.error.HTTPError as exc:
-            if exc.code == 401:
-                return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"Daphne did not answer within 60 s:\n{server.log_tail()}")
+        return live.log_tail(self.root / "daphne.log", lines)
 
 
 def start_engine_server(root: Path, *, max_calls: int = 2) -> EngineServer:
     """Migrate a fresh database, start Daphne on a free port and wait until it answers."""
     root.mkdir(parents=True, exist_ok=True)
-    api_key = "sk-engine-" + secrets.token_urlsafe(24)
-    env = _environment(root, api_key, max_calls)
-    subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
-        cwd=REPO_ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-        timeout=180,
-    )
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(64)
-    port = listener.getsockname()[1]
-    with (root / "daphne.log").open("ab") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "daphne",
-                "--fd",
-                str(listener.fileno()),
-                "artterminal.asgi:application",
-            ],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            pass_fds=(listener.fileno(),),
-        )
-    listener.close()
+    env = live.sqlite_environment(root, ENGINE_MAX_CALLS=str(max_calls))
+    live.migrate(env)
+    process, port = live.start_daphne(env=env, log=root / "daphne.log")
     server = EngineServer(
-        url=f"http://127.0.0.1:{port}", api_key=api_key, root=root, process=process
+        url=f"http://127.0.0.1:{port}", api_key=env["ENGINE_API_KEY"], root=root, process=process
     )
+    minting = f"{server.engine_url}/realtime/client_secrets"
     try:
-        _wait_ready(server)
+        # Unauthenticated minting answers 401 once the engine's routes are up.
+        live.wait_until(
+            live.answering(minting, status=401, method="POST", data=b"{}", timeout=2),
+            [process],
+            logs=server.log_tail,
+        )
     except BaseException:
         stop_engine_server(server)
         raise
@@ -131,12 +70,7 @@ def start_engine_server(root: Path, *, max_calls: int = 2) -> EngineServer:
 
 
 def stop_engine_server(server: EngineServer) -> None:
-    server.process.terminate()
-    try:
-        server.process.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        server.process.kill()
-        server.process.wait(timeout=10)
+    live.stop([server.process], grace=5)
 
 
 @pytest.fixture(scope="session")

@@ -19,18 +19,8 @@ import pytest
 
 from tests.engine.client import RealtimeClient, subsequence
 from tests.engine.recordings import Studio, Take
-from tests.engine.server import EngineServer
+from tests.engine.server import NAVIGATE, EngineServer
 
-NAVIGATE: dict[str, Any] = {
-    "type": "function",
-    "name": "navigate_gallery",
-    "description": "Show another picture of the gallery.",
-    "parameters": {
-        "type": "object",
-        "properties": {"action": {"type": "string", "enum": ["next", "previous"]}},
-        "required": ["action"],
-    },
-}
 SHOW_NEXT = Take(text="show the next picture", lead_ms=300, tail_ms=900)
 HELLO = Take(text="hello there", lead_ms=0, tail_ms=900)
 

@@ -8,18 +8,7 @@ from typing import Any
 import openai
 import pytest
 
-from tests.engine.server import EngineServer
-
-NAVIGATE: dict[str, Any] = {
-    "type": "function",
-    "name": "navigate_gallery",
-    "description": "Show another picture of the gallery.",
-    "parameters": {
-        "type": "object",
-        "properties": {"action": {"type": "string", "enum": ["next", "previous"]}},
-        "required": ["action"],
-    },
-}
+from tests.engine.server import NAVIGATE, EngineServer
 
 
 def _client(server: EngineServer, key: str | None = None) -> openai.OpenAI:

@@ -13,9 +13,7 @@ from __future__ import annotations
 import re
 import secrets
 import shutil
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -24,19 +22,12 @@ from typing import Any
 
 import pytest
 
-from tests.scale.conftest import (
-    ROOT,
-    base_environment,
-    django_python,
-    free_port,
-    http,
-    migrate,
-    postgres_database,
-)
+from tests import live
+from tests.live import base_environment, django_python, free_port, migrate
+from tests.scale.conftest import postgres_database
 
 __all__ = ["Daphnes", "RedisServer", "postgres_database"]
 
-STARTUP_SECONDS = 60.0
 # What a healthy server never prints, whatever its clients do.
 SERVER_FAILURE = re.compile(r"Traceback|\bERROR\b|\bCRITICAL\b")
 
@@ -78,17 +69,12 @@ class RedisServer:
                 time.sleep(0.05)
 
     def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(timeout=10)
+        if self.process is not None:
+            live.kill(self.process)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        if self.process is not None:
+            live.stop([self.process])
 
 
 @pytest.fixture
@@ -125,58 +111,25 @@ class Daphnes:
         return django_python(code, env=self.env, timeout=timeout)
 
     def start(self, index: int) -> None:
+        """Start Daphne `index` on its port (again, after a kill) and wait until it answers."""
         self.starts[index] = self.starts.get(index, 0) + 1
-        log = (self.workdir / f"daphne-{index}.{self.starts[index]}.log").open("wb")
-        port = str(self.ports[index])
-        self.processes[index] = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", port),
-                "artterminal.asgi:application",
-            ],
-            cwd=ROOT,
-            env={**self.env, "PORT": port},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        log = self.workdir / f"daphne-{index}.{self.starts[index]}.log"
+        self.processes[index], _ = live.start_daphne(env=self.env, log=log, port=self.ports[index])
         self.wait_serving(index)
 
     def wait_serving(self, index: int) -> None:
-        deadline = time.monotonic() + STARTUP_SECONDS
         url = f"http://127.0.0.1:{self.ports[index]}/accounts/login/"
-        while True:
-            if self.processes[index].poll() is not None:
-                raise AssertionError(f"Daphne {index} exited at startup:\n{self.logs()}")
-            try:
-                http(url, timeout=5)
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"Daphne {index} did not answer:\n{self.logs()}") from None
-                time.sleep(0.1)
+        live.wait_until(live.answering(url), [self.processes[index]], logs=self.logs)
 
     def kill(self, index: int) -> None:
         """SIGKILL: no shutdown handlers, no close frames, sockets simply drop."""
-        process = self.processes[index]
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=10)
+        live.kill(self.processes[index])
 
     def stop(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.terminate()
-        for process in self.processes.values():
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+        live.stop(self.processes.values())
 
     def logs(self) -> str:
-        return "\n".join(
-            f"--- {log.name} ---\n{log.read_text(errors='replace')[-4000:]}"
-            for log in sorted(self.workdir.glob("daphne-*.log"))
-        )
+        return live.logs(sorted(self.workdir.glob("daphne-*.log")))
 
     def failures(self) -> list[str]:
         """Log lines that mean a server failed: a traceback or an error."""

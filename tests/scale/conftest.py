@@ -9,13 +9,9 @@ same database and Redis.
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
-import socket
 import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -25,7 +21,11 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests import live
+from tests.live import ROOT, base_environment, django_python, free_port, migrate
+
+__all__ = ["ROOT", "base_environment", "django_python", "free_port", "http", "migrate"]
+
 # The admin of these servers; overridable for machines that keep them elsewhere.
 POSTGRES_ADMIN_URL = os.environ.get(
     "SCALE_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -34,14 +34,6 @@ REDIS_SERVER_URL = os.environ.get("SCALE_REDIS_URL", "redis://127.0.0.1:6379")
 # Redis databases this suite may claim; 0 is left to developers.
 REDIS_DATABASES = range(1, 16)
 REDIS_CLAIM_KEY = "artterminal-scale-test-claim"
-STARTUP_SECONDS = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _postgres_url_for(database: str) -> str:
@@ -116,54 +108,6 @@ def redis_database() -> Iterator[str]:
         client.flushdb()
 
 
-def base_environment(**settings: str) -> dict[str, str]:
-    """A child process's environment: the system's basics, none of the developer's
-    settings, plus `settings`."""
-    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")
-    env = {k: v for k, v in os.environ.items() if k in keep}
-    env.update(
-        PYTHONUNBUFFERED="1",
-        DJANGO_SETTINGS_MODULE="artterminal.settings",
-        SECRET_KEY=secrets.token_urlsafe(60),
-        LOG_LEVEL="WARNING",
-    )
-    env.update(settings)
-    return env
-
-
-def django_python(code: str, *, env: dict[str, str], timeout: float = 120) -> Any:
-    """Run `code` in a fresh Django process with `env`. The code assigns its answer to
-    `result`, which comes back through JSON."""
-    program = (
-        "import json, django\ndjango.setup()\nresult = None\n"
-        f"{code}\n"
-        "print('\\n@@result@@' + json.dumps(result))\n"
-    )
-    finished = subprocess.run(
-        [sys.executable, "-c", program],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    if finished.returncode != 0:
-        raise AssertionError(f"Django code failed:\n{finished.stderr[-4000:]}")
-    return json.loads(finished.stdout.rpartition("@@result@@")[2])
-
-
-def migrate(env: dict[str, str]) -> None:
-    finished = subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert finished.returncode == 0, finished.stderr
-
-
 @dataclass
 class Cluster:
     """Two Daphne processes and a task worker sharing PostgreSQL and Redis."""
@@ -187,10 +131,7 @@ class Cluster:
         return django_python(code, env=self.env, timeout=timeout)
 
     def logs(self) -> str:
-        return "\n".join(
-            f"--- {log.name} ---\n{log.read_text(errors='replace')[-3000:]}"
-            for log in sorted(self.workdir.glob("*.log"))
-        )
+        return live.logs(sorted(self.workdir.glob("*.log")), chars=3000)
 
 
 def http(
@@ -213,47 +154,6 @@ def http(
         return error.code, error.read()
 
 
-def _start(cluster: Cluster, name: str, args: list[str], **extra: str) -> None:
-    log = (cluster.workdir / f"{name}.log").open("wb")
-    cluster.processes.append(
-        subprocess.Popen(
-            [sys.executable, *args],
-            cwd=ROOT,
-            env={**cluster.env, **extra},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    )
-
-
-def _wait_until_serving(cluster: Cluster) -> None:
-    deadline = time.monotonic() + STARTUP_SECONDS
-    for index in range(len(cluster.ports)):
-        while True:
-            if any(process.poll() is not None for process in cluster.processes):
-                raise AssertionError(f"A cluster process exited at startup:\n{cluster.logs()}")
-            try:
-                http(cluster.http_url(index, "/accounts/login/"), timeout=5)
-                break  # any HTTP answer means Daphne and Django are up
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"Daphne did not answer:\n{cluster.logs()}") from None
-                time.sleep(0.2)
-
-
-def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
-    for process in processes:
-        if process.poll() is None:
-            process.terminate()
-    for process in processes:
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-
-
 @pytest.fixture(scope="session")
 def cluster(
     postgres_database: str, redis_database: str, tmp_path_factory: pytest.TempPathFactory
@@ -272,39 +172,26 @@ def cluster(
     )
     migrate(env)
 
-    cluster = Cluster(env=env, ports=[free_port(), free_port()], workdir=workdir)
+    cluster = Cluster(env=env, ports=[], workdir=workdir)
     try:
-        for index, port in enumerate(cluster.ports):
-            _start(
-                cluster,
-                f"daphne-{'AB'[index]}",
-                [
-                    "-m",
-                    "daphne",
-                    "-b",
-                    "127.0.0.1",
-                    "-p",
-                    str(port),
-                    "artterminal.asgi:application",
-                ],
-                # Each process reaches the built-in engine it serves itself.
-                PORT=str(port),
+        for name in ("daphne-A", "daphne-B"):
+            # Each process reaches the built-in engine it serves itself (PORT).
+            process, port = live.start_daphne(env=env, log=workdir / f"{name}.log")
+            cluster.processes.append(process)
+            cluster.ports.append(port)
+        worker = [
+            *("manage.py", "db_worker", "--queue-name", "*", "--interval", "0.2"),
+            *("--no-reload", "--no-startup-delay"),
+        ]
+        cluster.processes.append(live.start_process(worker, env=env, log=workdir / "db_worker.log"))
+        for index in range(len(cluster.ports)):
+            login = cluster.http_url(index, "/accounts/login/")
+            # Any HTTP answer means Daphne and Django are up.
+            live.wait_until(
+                live.answering(login),
+                cluster.processes,
+                logs=cluster.logs,
             )
-        _start(
-            cluster,
-            "db_worker",
-            [
-                "manage.py",
-                "db_worker",
-                "--queue-name",
-                "*",
-                "--interval",
-                "0.2",
-                "--no-reload",
-                "--no-startup-delay",
-            ],
-        )
-        _wait_until_serving(cluster)
         yield cluster
     finally:
-        _stop(cluster.processes)
+        live.stop(cluster.processes)
