@@ -140,11 +140,18 @@ def test_spoken_command_moves_the_picture_for_every_viewer(
     )
     expect(transcript.locator("[data-role='assistant']").first).not_to_be_empty(timeout=20_000)
     expect(transcript.locator(".voice-line--tool-ok").first).to_be_visible()
-    # The assistant's voice arrived as audio, not only as transcript text.
-    energy = page.evaluate(
-        "() => document.querySelector('[data-voice-panel]').voiceSession.audioEnergy()"
+    # The assistant's voice arrived as audio, not only as transcript text. Transcript
+    # events lead the audio they describe, so wait for the played energy to show.
+    wait_for(
+        lambda: (
+            page.evaluate(
+                "() => document.querySelector('[data-voice-panel]').voiceSession.audioEnergy()"
+            )
+            > 0
+        ),
+        timeout=15,
+        what="the assistant's audio to play",
     )
-    assert energy > 0
 
     [(session_id, status)] = sessions_on(site, "spoken")
     assert status == "active"
