@@ -2,32 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, TypedDict
+from typing import Any, NamedTuple
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
 from django.db.models import Q, QuerySet
 
+from gallery.events import ImageSummary, NeighbourSummary
 from gallery.models import Image, Terminal, TerminalMembership
 
 AnyUser = AbstractBaseUser | AnonymousUser
-
-
-class ImageState(TypedDict):
-    id: int
-    title: str
-    prompt: str
-    url: str
-    thumbnail_url: str
-    position: int
-    count: int
-
-
-class NeighbourState(TypedDict):
-    id: int
-    title: str
-    thumbnail_url: str
-    position: int
 
 
 class TerminalRights(NamedTuple):
@@ -110,13 +94,13 @@ def terminal_image_position(*, terminal: Terminal, image: Image) -> int:
     return terminal_images(terminal=terminal).filter(id__lte=image.pk).count()
 
 
-def image_state(*, terminal: Terminal, image: Image | None) -> ImageState | None:
+def image_state(*, terminal: Terminal, image: Image | None) -> ImageSummary | None:
     if image is None:
         return None
     return _image_state(image, _image_place(terminal=terminal, image=image))
 
 
-def _image_state(image: Image, place: _Place) -> ImageState:
+def _image_state(image: Image, place: _Place) -> ImageSummary:
     return {
         "id": image.pk,
         "title": image.title or image.prompt[:80],
@@ -145,7 +129,7 @@ def terminal_state(*, terminal: Terminal) -> dict[str, Any]:
 
 def neighbour_states(
     *, terminal: Terminal, image: Image | None, radius: int = 3
-) -> list[NeighbourState]:
+) -> list[NeighbourSummary]:
     """The strip around the current image (itself included), with display positions."""
     place = None if image is None else _image_place(terminal=terminal, image=image)
     return _neighbour_states(terminal=terminal, image=image, place=place, radius=radius)
@@ -153,7 +137,7 @@ def neighbour_states(
 
 def _neighbour_states(
     *, terminal: Terminal, image: Image | None, place: _Place | None, radius: int = 3
-) -> list[NeighbourState]:
+) -> list[NeighbourSummary]:
     strip = terminal_neighbours(terminal=terminal, image=image, radius=radius)
     if not strip:
         return []
@@ -161,7 +145,7 @@ def _neighbour_states(
     # is no longer ready does not shift the numbers of the ones after it. Everything
     # in the strip before `image` is shown, so the first position follows from its place.
     position = 0 if image is None or place is None else place.before - strip.index(image)
-    states: list[NeighbourState] = []
+    states: list[NeighbourSummary] = []
     for neighbour in strip:
         if neighbour is not image or (place is not None and place.shown):
             position += 1
