@@ -22,7 +22,7 @@ from voice.engine.call import Call
 from voice.engine.registry import registry
 from voice.engine.session import default_session
 
-API_KEY = "sk-engine-lifecycle-test"
+API_KEY = "engine-key-lifecycle-test"
 ENGINE = "http://127.0.0.1/engine/v1"
 
 

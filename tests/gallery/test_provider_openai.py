@@ -20,7 +20,7 @@ from PIL import Image
 from gallery.providers import ImageProviderError, get_provider
 from gallery.providers.openai import OpenAIImageConfig, OpenAIImageProvider
 
-API_KEY = "sk-test-Zq81-never-shown"
+API_KEY = "openai-test-key-Zq81-never-shown"
 VENDOR_TEXT = "Vendor says: your prompt 'secret plans' was flagged"
 
 

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from django.core.cache import cache
 
-OPENAI_TEST_KEY = "sk-test-DO-NOT-LEAK-5f3a9c1e7b2d"
-ENGINE_TEST_KEY = "sk-engine-DO-NOT-LEAK-8e1d4c7a"
+OPENAI_TEST_KEY = "openai-test-key-DO-NOT-LEAK-5f3a9c1e7b2d"
+ENGINE_TEST_KEY = "engine-test-key-DO-NOT-LEAK-8e1d4c7a"
 
 
 @dataclass
