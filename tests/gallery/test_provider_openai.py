@@ -218,13 +218,14 @@ def test_moderation_refusal_tells_the_person_what_to_do(stub: tuple[Stub, str]) 
 
 def test_a_slow_upstream_times_out(stub: tuple[Stub, str]) -> None:
     state, url = stub
-    state.body, state.delay = success_body(), 1.5
+    state.body, state.delay = success_body(), 4.0
     started = time.monotonic()
     with pytest.raises(ImageProviderError) as caught:
         generate(provider_for(url, timeout=0.3))
     assert caught.value.code == "timeout"
     assert caught.value.retryable
-    assert time.monotonic() - started < 1.4
+    # Gave up on the 0.3 s timeout, long before the reply would have come.
+    assert time.monotonic() - started < 3.0
 
 
 def test_an_unreachable_upstream_is_reported(caplog: pytest.LogCaptureFixture) -> None:
