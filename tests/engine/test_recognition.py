@@ -14,7 +14,6 @@ from tests.engine.recordings import Studio, Take
 from tests.engine.test_brain import THERMOSTAT
 from tests.engine.utterances import GALLERY_TOOLS
 from voice.engine.recognition import RecognitionError, Recognizer, get_recognizer
-from voice.engine.stt import Transcriber
 
 # The loop must never stall this long while speech is recognised.
 MAX_LOOP_GAP_SECONDS = 0.1
@@ -98,14 +97,6 @@ async def test_the_event_loop_keeps_ticking_while_speech_is_recognised(
     assert took > 5 * MAX_LOOP_GAP_SECONDS, "the clip must take a while to recognise"
     assert prepare_gap < MAX_LOOP_GAP_SECONDS
     assert gap < MAX_LOOP_GAP_SECONDS
-
-
-async def test_in_a_thread_the_same_recognition_stalls_the_loop(long_clip: bytes) -> None:
-    """The measurement's control: pocketsphinx in a thread holds the GIL and the loop."""
-    transcriber = Transcriber(tools=GALLERY_TOOLS)
-    loop = asyncio.get_running_loop()
-    _, gap = await _max_gap_while(loop.run_in_executor(None, transcriber.transcribe, long_clip))
-    assert gap > MAX_LOOP_GAP_SECONDS
 
 
 async def test_a_killed_worker_fails_its_utterance_and_is_replaced(
