@@ -27,6 +27,9 @@ class KeepAliveUpstream:
         self.connections = 0
         self.cookies_received: list[str | None] = []
         self.close_after_reply = False
+        # Released each time the server has closed a connection: the client may then
+        # see the hang-up before its next mint, as it would an idle connection's.
+        self.hung_up = threading.Semaphore(0)
         upstream = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -52,7 +55,12 @@ class KeepAliveUpstream:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            def shutdown_request(self, request: Any) -> None:
+                super().shutdown_request(request)
+                upstream.hung_up.release()
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -95,6 +103,8 @@ def test_a_connection_the_upstream_closed_is_replaced_without_a_retry(
     with caplog.at_level(logging.INFO, logger="voice.clients"):
         for _ in range(3):
             assert clients.client_secret_create(session=SESSION).value == "ek_pool"
+            # The next mint starts once the hang-up is on the wire (not racing it).
+            assert upstream.hung_up.acquire(timeout=10)
     assert upstream.connections == 3
     assert len(upstream.cookies_received) == 3
     # Each mint went out once on a fresh connection: the client's retry path never ran.
