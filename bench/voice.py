@@ -86,7 +86,7 @@ def stt_times_ms(
         if not turns:
             continue
         began = time.perf_counter()
-        transcriber.transcribe(turns[0].audio)
+        transcriber.transcribe(turns[0].speech)
         times.append((time.perf_counter() - began) * 1000)
     return times[1:]
 

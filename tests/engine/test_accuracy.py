@@ -50,7 +50,7 @@ def test_voice_accuracy(tmp_path_factory: pytest.TempPathFactory, record_propert
             misses.append(f"{expected.text!r} ({take.voice}): {len(turns)} turns")
             continue
         started = time.perf_counter()
-        heard = transcriber.transcribe(turns[0].audio)
+        heard = transcriber.transcribe(turns[0].speech)  # what the engine recognises
         timings.append(time.perf_counter() - started)
         result = decide(text=heard, tools=GALLERY_TOOLS)
         if expected.judge(result):

@@ -173,6 +173,23 @@ async def test_spoken_command_then_spoken_confirmation(
 
 
 @pytest.mark.slow
+async def test_speech_after_a_pause_is_heard(connect: Callable[..., Any], studio: Studio) -> None:
+    """The engine starts recognising at a pause in the speech; a speaker who goes on
+    after it is heard to the end: one turn, and the call uses every word of it."""
+    client: RealtimeClient = await connect()
+    # "show me" alone is small talk the engine answers in words; all of it is a command.
+    first = studio.pcm(Take(text="show me", lead_ms=300, tail_ms=0))
+    rest = studio.pcm(Take(text="the previous picture", lead_ms=0, tail_ms=900))
+    client.microphone.say(first + bytes(300 * 32) + rest)  # a pause, not the turn's end
+    await client.wait_for("response.done", timeout=30)
+    assert client.types().count("input_audio_buffer.speech_stopped") == 1, client.types()
+    transcribed = await client.wait_for("conversation.item.input_audio_transcription.completed")
+    assert "previous" in transcribed["transcript"]
+    arguments = await client.wait_for("response.function_call_arguments.done")
+    assert json.loads(arguments["arguments"]) == {"action": "previous"}
+
+
+@pytest.mark.slow
 async def test_manual_commit_without_turn_detection(
     connect: Callable[..., Any], studio: Studio
 ) -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tests.engine.recordings import RATE, Studio, Take
-from voice.engine.vad import SpeechStarted, SpeechStopped, VoiceActivityDetector
+from voice.engine.vad import SpeechPaused, SpeechStarted, SpeechStopped, VoiceActivityDetector
 
 
 @pytest.fixture(scope="module")
@@ -21,11 +21,12 @@ def _speech_bounds(pcm: bytes) -> tuple[int, int]:
     return int(loud[0]) * 1000 // RATE, int(loud[-1]) * 1000 // RATE
 
 
-def _run(vad: VoiceActivityDetector, pcm: bytes, chunk: int = 640) -> list:
+def _run(vad: VoiceActivityDetector, pcm: bytes, chunk: int = 640, *, pauses: bool = False) -> list:
+    """The turn events; pauses (a turn's early notice, see below) only when asked for."""
     events = []
     for i in range(0, len(pcm), chunk):
         events += vad.feed(pcm[i : i + chunk])
-    return events
+    return [e for e in events if pauses or not isinstance(e, SpeechPaused)]
 
 
 def test_one_utterance_gives_one_start_and_one_stop(studio: Studio) -> None:
@@ -41,6 +42,55 @@ def test_one_utterance_gives_one_start_and_one_stop(studio: Studio) -> None:
     assert abs(len(stopped.audio) - expected) <= 64
 
 
+def test_a_pause_announces_the_end_with_the_speech_to_recognise(studio: Studio) -> None:
+    """Part-way into the final silence the detector reports a pause carrying the speech
+    so far; the silence holds, so the turn's speech is those very bytes and recognition
+    started at the pause is the turn's recognition. (A gap inside the phrase may bring
+    an earlier pause: the speaker went on, so it counts for nothing.)"""
+    pcm = studio.pcm(Take("show me the next picture", voice="marin", lead_ms=1000, tail_ms=1000))
+    _, speech_end = _speech_bounds(pcm)
+    vad = VoiceActivityDetector(prefix_padding_ms=300, silence_duration_ms=500)
+    events = _run(vad, pcm, pauses=True)
+    assert isinstance(events[0], SpeechStarted) and isinstance(events[-1], SpeechStopped)
+    assert all(isinstance(e, SpeechPaused) for e in events[1:-1]) and len(events) >= 3
+    started, paused, stopped = events[0], events[-2], events[-1]
+    assert vad.pause_ms == 250  # half-way: 300 ms ahead of the end would be 200
+    assert abs(paused.audio_ms - (speech_end + 250)) <= 90
+    assert abs(stopped.audio_end_ms - paused.audio_ms - 250) < 30  # whole 30 ms frames
+    assert stopped.speech == paused.speech
+    assert len(paused.speech) == (paused.audio_ms - started.audio_start_ms) * 32
+    assert stopped.audio.startswith(stopped.speech)
+    assert len(stopped.audio) - len(stopped.speech) == (stopped.audio_end_ms - paused.audio_ms) * 32
+
+
+def test_speech_after_a_pause_is_part_of_the_turn(studio: Studio) -> None:
+    """A speaker who pauses and goes on: the pause is forgotten, the turn's speech runs
+    to the end of the second part, and a new pause comes before the stop."""
+    first = studio.pcm(Take("open", voice="coral", lead_ms=600, tail_ms=0))
+    second = studio.pcm(Take("image three", voice="coral", lead_ms=0, tail_ms=1000))
+    gap = bytes(400 * 32)  # longer than the pause (250 ms), shorter than the silence
+    vad = VoiceActivityDetector(silence_duration_ms=500)
+    events = _run(vad, first + gap + second, pauses=True)
+    assert [type(e) for e in events] == [SpeechStarted, SpeechPaused, SpeechPaused, SpeechStopped]
+    started, early, late, stopped = events
+    second_starts_ms = (len(first) + len(gap)) // 32
+    _, second_ends_ms = _speech_bounds(second)
+    assert early.audio_ms < second_starts_ms
+    assert late.audio_ms > second_starts_ms + second_ends_ms  # after the last word
+    assert stopped.speech == late.speech
+    assert stopped.speech.startswith(early.speech)
+    assert len(stopped.speech) == (late.audio_ms - started.audio_start_ms) * 32
+
+
+def test_commit_recognises_everything_buffered(studio: Studio) -> None:
+    """A turn ended by hand during a pause recognises the whole buffer, not the pause's."""
+    pcm = studio.pcm(Take("show me the last picture", voice="marin", tail_ms=350))
+    vad = VoiceActivityDetector(silence_duration_ms=500)
+    assert [type(e) for e in vad.feed(pcm)] == [SpeechStarted, SpeechPaused]
+    stopped = vad.commit()
+    assert stopped is not None and stopped.speech == stopped.audio
+
+
 @pytest.mark.parametrize("padding", [0, 200, 600])
 def test_prefix_padding_moves_the_start(studio: Studio, padding: int) -> None:
     pcm = studio.pcm(Take("go back", voice="coral", lead_ms=1000))
@@ -48,6 +98,18 @@ def test_prefix_padding_moves_the_start(studio: Studio, padding: int) -> None:
     started = _run(VoiceActivityDetector(prefix_padding_ms=padding), pcm)[0]
     assert isinstance(started, SpeechStarted)
     assert abs(started.audio_start_ms - (speech_start - padding)) <= 90
+
+
+@pytest.mark.parametrize("voice", ["verse", "marin", "shimmer", "coral"])
+def test_the_first_word_after_a_silent_room_is_kept(studio: Studio, voice: str) -> None:
+    """Digital silence says nothing of the background: the first word's quiet onset
+    ("go") must not become the noise floor that cuts it off."""
+    take = Take("go to the first picture", voice=voice, speed=1.2, lead_ms=0)
+    pcm = bytes(400 * 32) + studio.pcm(take)
+    speech_start, _ = _speech_bounds(pcm)
+    started = _run(VoiceActivityDetector(prefix_padding_ms=300), pcm)[0]
+    assert isinstance(started, SpeechStarted)
+    assert abs(started.audio_start_ms - (speech_start - 300)) <= 90
 
 
 def test_silence_duration_decides_when_the_turn_ends(studio: Studio) -> None:

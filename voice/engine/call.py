@@ -25,7 +25,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from voice.engine import brain, events, tts, vad
-from voice.engine.audio import InboundAudio, OutgoingAudioTrack
+from voice.engine.audio import InboundAudio, OutgoingAudioTrack, shorten_jitter_buffer
 from voice.engine.errors import EngineError
 from voice.engine.recognition import get_recognizer
 from voice.engine.registry import CallRegistry
@@ -95,6 +95,15 @@ def _transcript_deltas(text: str) -> list[str]:
 
 
 @dataclass
+class _Speculation:
+    """Recognition started at a pause, before the turn ended (see vad.SpeechPaused)."""
+
+    speech: bytes
+    tools: list[Any]
+    task: asyncio.Task[str]
+
+
+@dataclass
 class _Response:
     """A response from response.create or a detected turn, until response.done."""
 
@@ -160,6 +169,7 @@ class Call:
         self._items: list[dict[str, Any]] = []
         self._response: _Response | None = None
         self._speech_item: str | None = None
+        self._speculation: _Speculation | None = None
         self._vad = self._new_vad()
         self._held = bytearray()  # input audio while turn detection is off
         self._speaker = self._new_speaker()
@@ -181,7 +191,11 @@ class Call:
             raise EngineError(
                 f"The SDP offer could not be read: {exc}", code="invalid_offer", param="sdp"
             ) from exc
-        has_audio = any(t.kind == "audio" for t in pc.getTransceivers())
+        has_audio = False
+        for transceiver in pc.getTransceivers():
+            if transceiver.kind == "audio":
+                has_audio = True
+                shorten_jitter_buffer(transceiver.receiver)
         if not has_audio and pc.sctp is None:
             raise EngineError(
                 "The SDP offer has neither an audio track nor a data channel.",
@@ -339,10 +353,13 @@ class Call:
             for change in self._vad.feed(pcm):
                 if isinstance(change, vad.SpeechStarted):
                     self._speech_started(change.audio_start_ms)
+                elif isinstance(change, vad.SpeechPaused):
+                    self._speech_paused(change)
                 else:
                     self._speech_stopped(change)
 
     def _speech_started(self, audio_start_ms: int) -> None:
+        self._drop_speculation()
         self._speech_item = events.new_id("item")
         self._send(
             events.event(
@@ -354,6 +371,36 @@ class Call:
         detection = self.session["audio"]["input"]["turn_detection"]
         if detection and detection["interrupt_response"] and self._response is not None:
             self._cancel_response(self._response, reason="turn_detected")
+
+    def _speech_paused(self, paused: vad.SpeechPaused) -> None:
+        """Start recognising the turn so far: if the silence holds until the turn ends,
+        the words are ready then, instead of a recognition's time later."""
+        self._drop_speculation()
+        tools = self.session["tools"]
+        task = asyncio.get_running_loop().create_task(
+            get_recognizer().transcribe(tools, paused.speech)
+        )
+        # Tracked, so closing the call cancels it; its failure is reported by the turn
+        # that uses it, or by nobody when the speaker went on.
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        self._speculation = _Speculation(speech=paused.speech, tools=tools, task=task)
+
+    def _drop_speculation(self) -> None:
+        speculation, self._speculation = self._speculation, None
+        if speculation is not None and not speculation.task.done():
+            speculation.task.cancel()
+
+    def _take_speculation(self, speech: bytes) -> asyncio.Task[str] | None:
+        """The recognition already running on exactly this speech with today's tools."""
+        speculation, self._speculation = self._speculation, None
+        if speculation is None:
+            return None
+        if speculation.speech == speech and speculation.tools == self.session["tools"]:
+            return speculation.task
+        if not speculation.task.done():
+            speculation.task.cancel()
+        return None
 
     def _speech_stopped(self, stopped: vad.SpeechStopped) -> None:
         item_id = self._speech_item or events.new_id("item")
@@ -367,10 +414,19 @@ class Call:
         )
         detection = self.session["audio"]["input"]["turn_detection"]
         self._commit_audio(
-            item_id, stopped.audio, respond=bool(detection and detection["create_response"])
+            item_id,
+            stopped.audio,
+            speech=stopped.speech,
+            respond=bool(detection and detection["create_response"]),
         )
 
-    def _commit_audio(self, item_id: str, audio: bytes, *, respond: bool) -> None:
+    def _commit_audio(
+        self, item_id: str, audio: bytes, *, speech: bytes | None = None, respond: bool
+    ) -> None:
+        """Commit a turn's `audio` as a user item and queue the recognition of its
+        `speech` (the whole audio unless the detector found where speech ended)."""
+        speech = audio if speech is None else speech
+        early = self._take_speculation(speech)
         item = events.user_audio_item(item_id, None)
         previous = self._append_item(item)
         self._send(
@@ -378,11 +434,24 @@ class Call:
         )
         self._send(events.event("conversation.item.added", previous_item_id=previous, item=item))
         self._send(events.event("conversation.item.done", previous_item_id=previous, item=item))
-        self._jobs.put_nowait(lambda: self._transcribe(item, audio, respond=respond))
+        self._jobs.put_nowait(
+            lambda: self._transcribe(item, audio, speech=speech, early=early, respond=respond)
+        )
 
-    async def _transcribe(self, item: dict[str, Any], audio: bytes, *, respond: bool) -> None:
+    async def _transcribe(
+        self,
+        item: dict[str, Any],
+        audio: bytes,
+        *,
+        speech: bytes,
+        early: asyncio.Task[str] | None,
+        respond: bool,
+    ) -> None:
         try:
-            text = (await get_recognizer().transcribe(self.session["tools"], audio)).strip()
+            if early is not None:
+                text = (await early).strip()
+            else:
+                text = (await get_recognizer().transcribe(self.session["tools"], speech)).strip()
         except Exception as exc:
             logger.exception("engine call %s: transcription failed", self.id)
             self._send(
@@ -728,6 +797,7 @@ class Call:
         self.session = after
         if before["audio"]["input"]["turn_detection"] != after["audio"]["input"]["turn_detection"]:
             self._vad = self._new_vad()
+            self._drop_speculation()
             self._held.clear()
         if before["audio"]["output"] != after["audio"]["output"]:
             self._speaker = self._new_speaker()
@@ -754,6 +824,7 @@ class Call:
 
     def _audio_clear(self, data: dict[str, Any]) -> None:
         self._vad.clear()
+        self._drop_speculation()
         self._held.clear()
         self._speech_item = None
         self._send(events.event("input_audio_buffer.cleared"))

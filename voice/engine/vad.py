@@ -9,6 +9,11 @@ the noise floor.
 Times follow the Realtime protocol: milliseconds from the first byte fed.
 ``audio_start_ms`` includes the prefix padding; ``audio_end_ms`` is when the silence
 that ended the turn was complete (so it includes ``silence_duration_ms``).
+
+Part-way through that silence the detector reports a pause (``SpeechPaused``) with the
+speech so far, so the engine can start recognising it before the turn is over. If the
+silence holds, the turn's ``speech`` is exactly that audio and the early result stands;
+if the speaker goes on, the pause is forgotten and the turn's speech runs to its end.
 """
 
 from __future__ import annotations
@@ -27,6 +32,12 @@ FRAME_BYTES = FRAME_MS * _BYTES_PER_MS
 # single noisy frame does not open a turn.
 _ONSET_WINDOW = 4
 _ONSET_VOICED = 3
+# Until the background is known (_FLOOR_MIN_FRAMES audible frames), webrtcvad alone
+# judges each frame, and it calls the first few frames of any sound after silence
+# speech: a turn then needs a longer run of voice. Its start is not delayed by that,
+# only the moment it is announced.
+_ONSET_WINDOW_UNKNOWN_FLOOR = 8
+_ONSET_VOICED_UNKNOWN_FLOOR = 6
 # Audio held while nobody speaks, so a manual commit (turn detection off) still has
 # the whole buffer; older audio is dropped to bound memory.
 _MAX_BUFFER_MS = 60_000
@@ -34,6 +45,11 @@ _MAX_BUFFER_MS = 60_000
 # window that it spans the pauses between words, so it settles on the background.
 _FLOOR_WINDOW = 100
 _FLOOR_PERCENTILE = 10
+_FLOOR_MIN_FRAMES = 10
+# A pause is reported this long before the silence would end the turn (but no earlier
+# than half-way into it): more than speech-to-text needs, so its result is ready when
+# the turn ends, without guessing at every short gap between words.
+_PAUSE_AHEAD_MS = 300
 
 
 @dataclass(frozen=True)
@@ -42,9 +58,23 @@ class SpeechStarted:
 
 
 @dataclass(frozen=True)
+class SpeechPaused:
+    """The speaker has been silent for a while; the turn may be about to end."""
+
+    audio_ms: int
+    speech: bytes  # the turn so far, 16 kHz mono s16le, incl. prefix padding
+
+
+@dataclass(frozen=True)
 class SpeechStopped:
     audio_end_ms: int
     audio: bytes  # the utterance, 16 kHz mono s16le, incl. prefix padding
+    # What to recognise: the audio up to the turn's last pause when the silence held
+    # from there (the same bytes as that SpeechPaused's), else the whole utterance.
+    speech: bytes
+
+
+TurnEvent = SpeechStarted | SpeechPaused | SpeechStopped
 
 
 class VoiceActivityDetector:
@@ -65,6 +95,9 @@ class VoiceActivityDetector:
         self._noise_margin = 1.4 + 1.2 * threshold
         self.prefix_padding_ms = max(0, int(prefix_padding_ms))
         self.silence_duration_ms = max(FRAME_MS, int(silence_duration_ms))
+        self.pause_ms = max(
+            self.silence_duration_ms // 2, self.silence_duration_ms - _PAUSE_AHEAD_MS
+        )
         self._reset_stream()
 
     def _reset_stream(self) -> None:
@@ -72,18 +105,19 @@ class VoiceActivityDetector:
         self._buffer = bytearray()  # audio since the last turn boundary
         self._buffer_start_ms = getattr(self, "_position_ms", 0)
         self._position_ms = self._buffer_start_ms
-        self._recent: deque[tuple[int, bool]] = deque(maxlen=_ONSET_WINDOW)
+        self._recent: deque[tuple[int, bool]] = deque(maxlen=_ONSET_WINDOW_UNKNOWN_FLOOR)
         self._speaking = False
         self._start_ms = 0
         self._silence_ms = 0
+        self._paused: SpeechPaused | None = None
         self._energies: deque[float] = deque(maxlen=_FLOOR_WINDOW)
 
-    def feed(self, pcm: bytes) -> list[SpeechStarted | SpeechStopped]:
+    def feed(self, pcm: bytes) -> list[TurnEvent]:
         """Take more audio (any length); returns the turn events it completed, in order."""
         data = self._partial + pcm
         whole = len(data) - len(data) % FRAME_BYTES
         self._partial = data[whole:]
-        events: list[SpeechStarted | SpeechStopped] = []
+        events: list[TurnEvent] = []
         for offset in range(0, whole, FRAME_BYTES):
             event = self._frame(data[offset : offset + FRAME_BYTES])
             if event is not None:
@@ -99,6 +133,7 @@ class VoiceActivityDetector:
         if not self._buffer:
             return None
         start = self._start_ms if self._speaking else self._buffer_start_ms
+        self._paused = None  # ended by hand: everything buffered is the turn
         return self._stop(start)
 
     def clear(self) -> None:
@@ -119,21 +154,39 @@ class VoiceActivityDetector:
         # webrtcvad adapts to the background from every frame it sees, so it must see
         # every frame, loud or not.
         speech = bool(self._vad.is_speech(frame, SAMPLE_RATE))
-        return speech and len(self._energies) > 1 and rms >= floor * self._noise_margin
+        if len(self._energies) < _FLOOR_MIN_FRAMES:
+            # Too few audible frames to know the background (speech straight after a
+            # quiet room): a floor made of the first word's own frames would cut it.
+            return speech
+        return speech and rms >= floor * self._noise_margin
 
-    def _frame(self, frame: bytes) -> SpeechStarted | SpeechStopped | None:
+    def _frame(self, frame: bytes) -> TurnEvent | None:
         frame_start = self._position_ms
         voiced = self._is_voiced(frame)
         self._buffer += frame
         self._position_ms += FRAME_MS
         if self._speaking:
-            self._silence_ms = 0 if voiced else self._silence_ms + FRAME_MS
+            if voiced:
+                self._silence_ms = 0
+                self._paused = None
+                return None
+            self._silence_ms += FRAME_MS
             if self._silence_ms >= self.silence_duration_ms:
                 return self._stop(self._start_ms)
+            if self._paused is None and self._silence_ms >= self.pause_ms:
+                self._paused = SpeechPaused(
+                    audio_ms=self._position_ms, speech=self._turn_audio(self._start_ms)
+                )
+                return self._paused
             return None
         self._recent.append((frame_start, voiced))
-        if sum(v for _, v in self._recent) >= _ONSET_VOICED:
-            onset = next(ms for ms, v in self._recent if v)
+        if len(self._energies) >= _FLOOR_MIN_FRAMES:
+            window = list(self._recent)[-_ONSET_WINDOW:]
+            needed = _ONSET_VOICED
+        else:
+            window, needed = list(self._recent), _ONSET_VOICED_UNKNOWN_FLOOR
+        if sum(v for _, v in window) >= needed:
+            onset = next(ms for ms, v in window if v)
             self._speaking = True
             self._silence_ms = 0
             self._start_ms = max(self._buffer_start_ms, onset - self.prefix_padding_ms)
@@ -148,13 +201,17 @@ class VoiceActivityDetector:
             del self._buffer[: excess_ms * _BYTES_PER_MS]
             self._buffer_start_ms += excess_ms
 
+    def _turn_audio(self, start_ms: int) -> bytes:
+        return bytes(self._buffer[(start_ms - self._buffer_start_ms) * _BYTES_PER_MS :])
+
     def _stop(self, start_ms: int) -> SpeechStopped:
-        skip = (start_ms - self._buffer_start_ms) * _BYTES_PER_MS
-        audio = bytes(self._buffer[skip:])
+        audio = self._turn_audio(start_ms)
+        speech = self._paused.speech if self._paused is not None else audio
+        self._paused = None
         end_ms = self._position_ms
         self._buffer = bytearray()
         self._buffer_start_ms = end_ms
         self._speaking = False
         self._silence_ms = 0
         self._recent.clear()
-        return SpeechStopped(audio_end_ms=end_ms, audio=audio)
+        return SpeechStopped(audio_end_ms=end_ms, audio=audio, speech=speech)
