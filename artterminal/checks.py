@@ -13,13 +13,15 @@ from typing import Any
 from django.conf import settings
 from django.core.checks import CheckMessage, Info, Warning, register
 
-IN_MEMORY_LAYER = "channels.layers.InMemoryChannelLayer"
+IN_MEMORY_LAYERS = frozenset(
+    {"artterminal.layers.InMemoryChannelLayer", "channels.layers.InMemoryChannelLayer"}
+)
 SCALING_TAG = "scaling"
 
 
 def _uses_in_memory_layer() -> bool:
     layer = getattr(settings, "CHANNEL_LAYERS", {}).get("default", {})
-    return layer.get("BACKEND") == IN_MEMORY_LAYER
+    return layer.get("BACKEND") in IN_MEMORY_LAYERS
 
 
 @register(SCALING_TAG)

@@ -9,11 +9,15 @@ catches `LAYER_ERRORS` and logs a warning without a traceback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
+from copy import deepcopy
 from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.exceptions import ChannelFull
+from channels.layers import InMemoryChannelLayer as _InMemoryChannelLayer
 from channels.layers import get_channel_layer
 from channels_redis.core import RedisChannelLayer as _RedisChannelLayer
 
@@ -82,3 +86,65 @@ class RedisChannelLayer(_RedisChannelLayer):
             await super()._clean_receive_backup(index, channel)
         except LAYER_ERRORS as error:
             logger.warning("Cleaning a received message's backup failed (%s)", layer_failure(error))
+
+
+class InMemoryChannelLayer(_InMemoryChannelLayer):
+    """channels' in-memory layer (one process), without its quadratic fan-out.
+
+    The stock layer sweeps every channel and every group membership for expired
+    entries on every receive, builds a new queue object on every send and receive,
+    and starts a task per member for a group send: with V viewers on a terminal one
+    navigation costs O(V²) work on the event loop. Here the sweep runs at most once
+    every SWEEP_SECONDS (messages live `expiry`, 60 s by default, so a sweep a moment
+    later drops nothing that matters), queues are made only when missing, and a group
+    send puts the message on each member's queue in turn. Messages are still copied
+    per receiver, as the stock layer does."""
+
+    SWEEP_SECONDS = 1.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._swept_at = 0.0
+
+    def _clean_expired(self) -> None:
+        now = time.monotonic()
+        if now - self._swept_at < self.SWEEP_SECONDS:
+            return
+        self._swept_at = now
+        super()._clean_expired()
+
+    def _queue(self, channel: str) -> asyncio.Queue[Any]:
+        queue: asyncio.Queue[Any] | None = self.channels.get(channel)
+        if queue is None:
+            queue = self.channels[channel] = asyncio.Queue(maxsize=self.get_capacity(channel))
+        return queue
+
+    async def send(self, channel: str, message: dict[str, Any]) -> None:
+        assert isinstance(message, dict), "message is not a dict"
+        self.require_valid_channel_name(channel)
+        assert "__asgi_channel__" not in message
+        try:
+            self._queue(channel).put_nowait((time.time() + self.expiry, deepcopy(message)))
+        except asyncio.QueueFull:
+            raise ChannelFull(channel) from None
+
+    async def receive(self, channel: str) -> dict[str, Any]:
+        self.require_valid_channel_name(channel)
+        self._clean_expired()
+        queue = self._queue(channel)
+        try:
+            _, message = await queue.get()
+        finally:
+            # An idle channel holds no queue (a closed socket's would stay forever).
+            if queue.empty() and self.channels.get(channel) is queue:
+                del self.channels[channel]
+        return message
+
+    async def group_send(self, group: str, message: dict[str, Any]) -> None:
+        assert isinstance(message, dict), "Message is not a dict"
+        self.require_valid_group_name(group)
+        self._clean_expired()
+        for channel in list(self.groups.get(group, ())):
+            # As with the stock layer, a member that fell behind misses this one.
+            with contextlib.suppress(ChannelFull):
+                await self.send(channel, message)

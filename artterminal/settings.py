@@ -122,7 +122,7 @@ if REDIS_URL:
     # (Django's cached_db, still answering while Redis is down).
     SESSION_ENGINE = "artterminal.sessions"
 else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CHANNEL_LAYERS = {"default": {"BACKEND": "artterminal.layers.InMemoryChannelLayer"}}
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 # --- Background tasks -----------------------------------------------------------------

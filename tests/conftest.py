@@ -26,7 +26,7 @@ def media_root(settings: Any, tmp_path: Path) -> Path:
 
 @pytest.fixture(autouse=True)
 def in_memory_channel_layer(settings: Any) -> None:
-    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "artterminal.layers.InMemoryChannelLayer"}}
 
 
 @pytest.fixture

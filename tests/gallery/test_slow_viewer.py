@@ -31,7 +31,7 @@ BURST = 200
 def small_channel_queues(settings: Any) -> None:
     settings.CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            "BACKEND": "artterminal.layers.InMemoryChannelLayer",
             "CONFIG": {"capacity": CAPACITY},
         }
     }
