@@ -11,6 +11,7 @@ from typing import Any
 
 from artterminal.groups import terminal_group_name, user_group_name
 from artterminal.layers import group_send_or_warn
+from gallery import events
 from gallery.models import Image
 
 logger = logging.getLogger(__name__)
@@ -22,7 +23,7 @@ def _group_send(group: str, message: dict[str, Any]) -> None:
 
 def terminal_state(*, terminal_id: int, state: dict[str, Any]) -> None:
     """Every viewer of the terminal receives the committed state (handler `terminal_state`)."""
-    _group_send(terminal_group_name(terminal_id), {**state, "type": "terminal.state"})
+    _group_send(terminal_group_name(terminal_id), dict(events.terminal_state_event(state)))
 
 
 def image_changed(*, image: Image) -> None:

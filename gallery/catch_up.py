@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from channels.db import database_sync_to_async
 
-from gallery import selectors
+from gallery import events, selectors
 from gallery.models import Terminal
 
 logger = logging.getLogger(__name__)
@@ -27,8 +27,8 @@ class Viewer(Protocol):
 
     sent_version: int
 
-    async def catch_up(self, state: dict[str, Any]) -> None:
-        """Send `state`, the terminal's current one, to a socket behind it."""
+    async def catch_up(self, event: events.TerminalStateEvent) -> None:
+        """Send the terminal's current state (a group message's form) to a socket behind it."""
         ...
 
 
@@ -76,9 +76,10 @@ class CatchUp:
             )
             if state is None:
                 return
+            event = events.terminal_state_event(state)
             for viewer in viewers:
-                if viewer.sent_version < int(state["version"]):
-                    await viewer.catch_up(state)
+                if viewer.sent_version < event["version"]:
+                    await viewer.catch_up(event)
         except Exception:
             logger.exception("Catching up the viewers of terminal %s failed", terminal_id)
 

@@ -11,7 +11,7 @@ import contextlib
 import importlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
@@ -351,7 +351,9 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
             return
         if not self.rights.can_watch:
             return
-        await self._send_state(event, can_control=self.rights.can_control)
+        await self._send_state(
+            cast(events.TerminalStateEvent, event), can_control=self.rights.can_control
+        )
         catch_up().state_seen(terminal_id=self.terminal_id, quiet_seconds=CATCH_UP_SECONDS)
 
     async def terminal_access(self, event: dict[str, Any]) -> None:
@@ -384,10 +386,10 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
 
     # --- Helpers --------------------------------------------------------------------
 
-    async def catch_up(self, state: dict[str, Any]) -> None:
+    async def catch_up(self, event: events.TerminalStateEvent) -> None:
         """gallery.catch_up found this socket behind the terminal: send the current state."""
         if not self.closing and self.rights.can_watch:
-            await self._send_state(state, can_control=self.rights.can_control)
+            await self._send_state(event, can_control=self.rights.can_control)
 
     async def _check_periodically(self) -> None:
         """Every WEBSOCKET_SESSION_CHECK_SECONDS (artterminal.sockets): rights that
@@ -431,24 +433,26 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
         if not self.rights.can_watch:
             await self._close_forbidden()
             return
-        await self._send_state(state, can_control=self.rights.can_control, force=True)
+        await self._send_state(
+            events.terminal_state_event(state), can_control=self.rights.can_control, force=True
+        )
 
     async def _send_state(
-        self, state: dict[str, Any], *, can_control: bool, force: bool = False
+        self, event: events.TerminalStateEvent, *, can_control: bool, force: bool = False
     ) -> None:
         """Send a state unless a newer one was sent already; `force` resends the
-        current one (a sync, or rights that changed)."""
-        message = events.terminal_state_message(
-            state, viewers=self.viewers, can_control=can_control
-        )
-        if message["version"] < self.sent_version or (
-            message["version"] == self.sent_version and not force
-        ):
+        current one (a sync, or rights that changed). The text comes from a cache the
+        process's sockets share: a broadcast is encoded once, not once per viewer."""
+        version = event["version"]
+        if version < self.sent_version or (version == self.sent_version and not force):
             return
-        self.sent_version = message["version"]
+        self.sent_version = version
         self.sent_viewers = self.viewers
         if not self.closing:
-            await self.send_json(message)
+            text = events.terminal_state_text(
+                event["state"], version=version, viewers=self.viewers, can_control=can_control
+            )
+            await self.send(text_data=text)
 
     async def _broadcast_viewers(self) -> None:
         if self.terminal_id is None:

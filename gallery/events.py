@@ -8,6 +8,7 @@ group messages that reach the consumer through the channel layer are listed at t
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any, Final, Literal, NotRequired, TypedDict
 
@@ -98,8 +99,9 @@ ServerMessage = TerminalStateMessage | TerminalViewersMessage | ImageProgressMes
 
 # --- Channel-layer group messages (server side only) ------------------------------------
 # To `terminal-<id>`:
-# `terminal.state` (gallery.broadcast.terminal_state): the state without `viewers` and
-#     `can_control`, which the consumer adds per socket from its cached rights.
+# `terminal.state` {"version": n, "state": JSON text} (`terminal_state_event`): the state
+#     without `viewers` and `can_control`, encoded once by the sender; each socket adds
+#     those two from its cached rights (`terminal_state_text`).
 # `terminal.viewers` {"viewers": n}: the count changed.
 # `image.progress` {"image": ImageProgress}: an image of this terminal moved on.
 # `terminal.access` {"terminal_id": id} (gallery.broadcast.terminal_access_changed): the
@@ -153,19 +155,37 @@ def error_message(code: str, message: str) -> ErrorMessage:
     return {"type": "error", "code": code, "message": message}
 
 
-def terminal_state_message(
-    state: dict[str, Any], *, viewers: int, can_control: bool
-) -> TerminalStateMessage:
-    """One socket's `terminal.state`: the shared state (`selectors.terminal_state`) plus
-    what depends on the socket."""
-    return {
+class TerminalStateEvent(TypedDict):
+    """The group message that carries a committed state to every socket of a terminal."""
+
+    type: Literal["terminal.state"]
+    version: int
+    state: str  # JSON: {"image": ImageSummary | None, "neighbours": [NeighbourSummary]}
+
+
+def terminal_state_event(state: dict[str, Any]) -> TerminalStateEvent:
+    """The group message for a state from `selectors.terminal_state`. Its shared part is
+    encoded here, once: the layer then copies a string, not the state's dicts, for each
+    of the terminal's sockets, and the sockets of a process share its decoding."""
+    shared = {"image": state["image"], "neighbours": list(state.get("neighbours", []))}
+    return {"type": "terminal.state", "version": int(state["version"]), "state": json.dumps(shared)}
+
+
+@functools.lru_cache(maxsize=64)
+def terminal_state_text(shared: str, *, version: int, viewers: int, can_control: bool) -> str:
+    """One socket's `terminal.state` as sent: the shared part of a `TerminalStateEvent`
+    plus what depends on the socket. Sockets that differ in neither (most of a terminal's
+    viewers) get the same text, encoded once a process."""
+    state = json.loads(shared)
+    message: TerminalStateMessage = {
         "type": "terminal.state",
-        "version": int(state["version"]),
+        "version": version,
         "image": state["image"],
         "viewers": viewers,
-        "neighbours": list(state.get("neighbours", [])),
+        "neighbours": state["neighbours"],
         "can_control": can_control,
     }
+    return json.dumps(message)
 
 
 def terminal_viewers_message(viewers: int) -> TerminalViewersMessage:

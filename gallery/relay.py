@@ -20,7 +20,7 @@ from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.utils import timezone
 
 from artterminal.groups import terminal_group_name
-from gallery import selectors
+from gallery import events, selectors
 from gallery.broadcast import image_progress_payload
 from gallery.models import Image, Terminal
 
@@ -78,7 +78,7 @@ class ImageRelay:
             group = terminal_group_name(terminal_id)
             await self.layer.group_send(group, {"type": "image.progress", "image": payload})
             if state is not None:
-                await self.layer.group_send(group, {**state, "type": "terminal.state"})
+                await self.layer.group_send(group, dict(events.terminal_state_event(state)))
         return len(changes)
 
     def _changes(self) -> list[tuple[dict[str, Any], int, dict[str, Any] | None]]:

@@ -4,6 +4,7 @@ progress relay, and the real django-tasks worker process (including one killed m
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sqlite3
@@ -109,7 +110,7 @@ def test_render_stores_the_picture_and_thumbnail_and_shows_it_on_an_empty_termin
     assert statuses[-1] == "ready"
     states = [m for m in messages if m["type"] == "terminal.state"]
     assert [s["version"] for s in states] == [1]
-    assert states[0]["image"]["id"] == image.pk
+    assert json.loads(states[0]["state"])["image"]["id"] == image.pk
 
 
 def test_a_terminal_already_showing_something_keeps_it(
@@ -255,7 +256,7 @@ async def test_relay_carries_database_changes_to_terminal_viewers(
         assert (message["type"], message["image"]["status"]) == ("image.progress", "ready")
         state = await asyncio.wait_for(layer.receive(channel), 3)
         assert state["type"] == "terminal.state"
-        assert (state["version"], state["image"]["id"]) == (1, image.pk)
+        assert (state["version"], json.loads(state["state"])["image"]["id"]) == (1, image.pk)
         with pytest.raises(TimeoutError):  # nothing is sent twice
             await asyncio.wait_for(layer.receive(channel), 1.2)
     finally:

@@ -20,6 +20,7 @@ from django.contrib.sessions.backends.db import SessionStore as DatabaseSessionS
 from artterminal.groups import terminal_group_name
 from artterminal.sockets import socket_login_holds
 from gallery import consumers, selectors, services
+from gallery.events import terminal_state_event
 from gallery.models import Terminal, TerminalMembership
 from tests.scale.conftest import free_port
 from tests.test_sockets_hardening import (  # noqa: F401  (autouse fixtures too)
@@ -70,9 +71,7 @@ async def test_broadcasts_reach_every_viewer_while_the_database_is_busy(
         await asyncio.sleep(0.1)
         layer = get_channel_layer()
         assert layer is not None
-        await layer.group_send(
-            terminal_group_name(terminal.pk), {**state, "type": "terminal.state"}
-        )
+        await layer.group_send(terminal_group_name(terminal.pk), dict(terminal_state_event(state)))
         started = time.monotonic()
         for viewer in viewers:
             assert (await viewer.receive_type("terminal.state"))["version"] == 1
