@@ -32,6 +32,7 @@ from artterminal.sockets import (
 )
 from gallery import events, selectors, services
 from gallery.catch_up import catch_up
+from gallery.feeds import feeds
 from gallery.models import Terminal
 from gallery.presence import viewer_registry
 
@@ -51,11 +52,13 @@ DRAIN_SECONDS = 3.0
 class TerminalConsumer(AsyncJsonWebsocketConsumer):
     """`ws/terminals/<slug>/`: state, viewer count and image progress of one terminal.
 
-    Broadcasts cost no database query per viewer: the socket's rights are read at
-    connect and again when they may have changed (a `terminal.access` event, sent on
-    commit by gallery.signals) and on the periodic re-check of its login. Commands from
-    the browser wait in a small queue run by one task, so group messages and the close
-    are never stuck behind a slow command."""
+    The terminal's group messages reach the socket through its process's feed of that
+    terminal (gallery.feeds), not a group membership of its own; the user's group (access
+    changes, logout) it joins itself. Broadcasts cost no database query per viewer: the
+    socket's rights are read at connect and again when they may have changed (a
+    `terminal.access` event, sent on commit by gallery.signals) and on the periodic
+    re-check of its login. Commands from the browser wait in a small queue run by one
+    task, so group messages and the close are never stuck behind a slow command."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -63,6 +66,7 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
         self.user: selectors.AnyUser = AnonymousUser()
         self.rights = selectors.TerminalRights(can_watch=False, can_control=False)
         self.joined_groups: list[str] = []
+        self.fed = False  # in its terminal's feed
         # Highest version this socket has been sent: a broadcast that raced the state
         # read at connect or sync is not sent twice.
         self.sent_version = -1
@@ -106,6 +110,7 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
                     task.cancel()
             if self.terminal_id is not None:
                 catch_up().discard(terminal_id=self.terminal_id, viewer=self)
+                await self._leave_feed(self.terminal_id)
             if self.guard is not None:
                 await self.guard.stop()
 
@@ -145,12 +150,12 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
             return
         self.terminal_id = terminal.pk
         # Join before reading the state, so a navigation committing meanwhile arrives
-        # through the group instead of being lost.
-        groups = [terminal_group_name(terminal.pk)]
-        if self.user.is_authenticated and self.user.pk is not None:
-            groups.append(user_group_name(self.user.pk))
+        # through the feed instead of being lost.
         try:
-            for group in groups:
+            await feeds().join(terminal_id=terminal.pk, socket=self)
+            self.fed = True
+            if self.user.is_authenticated and self.user.pk is not None:
+                group = user_group_name(self.user.pk)
                 await self.channel_layer.group_add(group, self.channel_name)
                 self.joined_groups.append(group)
         except LAYER_ERRORS as error:
@@ -194,6 +199,8 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
             self.presence_task = None
         if self.guard is not None:
             await self.guard.stop()
+        if self.terminal_id is not None:
+            await self._leave_feed(self.terminal_id)
         for group in self.joined_groups:
             try:
                 await self.channel_layer.group_discard(group, self.channel_name)
@@ -338,6 +345,20 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
         await self._send_fresh_state()
 
     # --- Group messages (server → this socket) --------------------------------------
+
+    async def deliver(self, message: dict[str, Any]) -> None:
+        """A message of the terminal's group, from the feed (gallery.feeds)."""
+        await self.dispatch(message)
+
+    async def feed_lost(self, error: BaseException) -> None:
+        """The channel layer failed under the terminal's feed: as when it fails under
+        this socket's own channel, close with CLOSE_UNAVAILABLE so the page reconnects
+        (the commands it sent before still run)."""
+        self.fed = False
+        if self.closing:
+            return
+        await self._drain_commands()
+        await self._close_quietly(self.base_send)
 
     async def terminal_state(self, event: dict[str, Any]) -> None:
         """Runs after a navigation committed: forward the state with this socket's
@@ -489,6 +510,11 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
                 )
                 continue
             await self._send_viewers_if_changed()
+
+    async def _leave_feed(self, terminal_id: int) -> None:
+        if self.fed:
+            self.fed = False
+            await feeds().leave(terminal_id=terminal_id, socket=self)
 
     async def _close_quietly(self, send: Any) -> None:
         """Close with CLOSE_UNAVAILABLE after the layer failed under the socket; the

@@ -1,0 +1,107 @@
+"""A terminal's sockets in one process share one member of its group (gallery.feeds)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+
+from artterminal.groups import terminal_group_name
+from artterminal.sockets import CLOSE_UNAVAILABLE
+from gallery import services
+from gallery.feeds import feeds
+from gallery.models import Terminal
+from tests.test_sockets_hardening import (  # noqa: F401  (autouse fixtures too)
+    Socket,
+    fresh_counts,
+    open_terminal,
+    stop_relay_after_test,
+)
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _members(terminal: Terminal) -> list[str]:
+    layer: Any = get_channel_layer()
+    return list(layer.groups.get(terminal_group_name(terminal.pk), {}))
+
+
+async def test_many_viewers_are_one_group_member_and_all_see_each_state(
+    make_terminal: Callable[..., Terminal], owner: Any
+) -> None:
+    terminal = await database_sync_to_async(make_terminal)(images=4)
+    viewers = [await open_terminal(terminal) for _ in range(6)]
+    try:
+        assert len(_members(terminal)) == 1
+        assert feeds().members(terminal.pk) == 6
+        for _ in range(3):
+            await database_sync_to_async(services.terminal_navigate)(
+                terminal=await database_sync_to_async(Terminal.objects.get)(pk=terminal.pk),
+                user=owner,
+                action="next",
+            )
+        for viewer in viewers:
+            versions = [(await viewer.receive_type("terminal.state"))["version"] for _ in range(3)]
+            assert versions == [1, 2, 3]  # every state, in order
+    finally:
+        for viewer in viewers:
+            await viewer.disconnect()
+    # The last socket to leave takes the process's member out of the group.
+    assert _members(terminal) == []
+    assert feeds().members(terminal.pk) == 0
+
+
+async def test_sockets_joining_at_once_share_one_feed(
+    make_terminal: Callable[..., Terminal],
+) -> None:
+    terminal = await database_sync_to_async(make_terminal)(images=2)
+
+    async def open_one() -> Socket:
+        # Another socket's viewer count may come before this one's own first state.
+        socket = Socket(f"/ws/terminals/{terminal.slug}/")
+        assert await socket.connect()
+        await socket.receive_type("terminal.state")
+        return socket
+
+    viewers = await asyncio.gather(*(open_one() for _ in range(5)))
+    try:
+        assert len(_members(terminal)) == 1
+        assert feeds().members(terminal.pk) == 5
+    finally:
+        for viewer in viewers:
+            await viewer.disconnect()
+
+
+async def test_a_layer_failing_under_the_feed_closes_its_sockets_to_reconnect(
+    make_terminal: Callable[..., Terminal], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    terminal = await database_sync_to_async(make_terminal)(images=2)
+    viewers = [await open_terminal(terminal) for _ in range(3)]
+    layer: Any = get_channel_layer()
+    [channel] = _members(terminal)
+    original = layer.receive
+
+    async def receive(name: str) -> dict[str, Any]:
+        if name == channel:
+            raise ConnectionError("the channel layer went away")
+        return await original(name)
+
+    monkeypatch.setattr(layer, "receive", receive)
+    # Wake the feed: its next receive fails.
+    await layer.send(channel, {"type": "terminal.viewers", "viewers": 3})
+    for viewer in viewers:
+        assert await viewer.receive_close() == CLOSE_UNAVAILABLE
+    assert feeds().members(terminal.pk) == 0
+    monkeypatch.setattr(layer, "receive", original)
+
+    # The page reconnects into a new feed.
+    again = await open_terminal(terminal)
+    try:
+        assert len(_members(terminal)) == 1
+        assert feeds().members(terminal.pk) == 1
+    finally:
+        await again.disconnect()
