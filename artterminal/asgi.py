@@ -8,11 +8,13 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "artterminal.settings")
 # Django must be set up before anything imports models (the consumers do).
 django_asgi_app = get_asgi_application()
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.auth import AuthMiddleware  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from channels.sessions import CookieMiddleware  # noqa: E402
 from django.conf import settings  # noqa: E402
 
+from artterminal.sockets import SocketSessionMiddleware  # noqa: E402
 from gallery.routing import websocket_urlpatterns as gallery_websockets  # noqa: E402
 from voice.routing import websocket_urlpatterns as voice_websockets  # noqa: E402
 
@@ -26,8 +28,13 @@ if settings.DEBUG:
 application = ProtocolTypeRouter(
     {
         "http": http_app,
+        # channels' AuthMiddlewareStack, with a session middleware that leaves sends alone.
         "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(URLRouter([*gallery_websockets, *voice_websockets]))
+            CookieMiddleware(
+                SocketSessionMiddleware(
+                    AuthMiddleware(URLRouter([*gallery_websockets, *voice_websockets]))
+                )
+            )
         ),
     }
 )
