@@ -206,6 +206,10 @@ async def _baseline(viewers: int, navigations: int) -> Run:
 
 
 async def _site(options: Options, label: str, viewers: int, navigations: int, **env: str) -> Run:
+    # One controller navigating as fast as the viewers keep up is far past what a
+    # person sends; the per-socket rate limit would rightly close it.
+    env.setdefault("WEBSOCKET_MESSAGES_PER_SECOND", "1000")
+    env.setdefault("WEBSOCKET_MESSAGE_BURST", "1000")
     site, listener = server.prepare_site(options.workdir / f"fanout-{label}", **env)
     seeded = site.manage("seed_terminal", slug="fanout", images=20)
     server.start_site(site, listener)

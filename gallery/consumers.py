@@ -473,7 +473,8 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
             text = events.terminal_state_text(
                 event["state"], version=version, viewers=self.viewers, can_control=can_control
             )
-            await self.send(text_data=text)
+            # Straight to the server: the hot path of a broadcast, once per viewer.
+            await self.base_send({"type": "websocket.send", "text": text})
 
     async def _broadcast_viewers(self) -> None:
         if self.terminal_id is None:
