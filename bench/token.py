@@ -47,9 +47,13 @@ class Load:
 
 
 async def _load(
-    requests: int, send: Callable[[httpx.AsyncClient, int], Awaitable[httpx.Response]]
+    requests: int,
+    send: Callable[[httpx.AsyncClient, int], Awaitable[httpx.Response]],
+    *,
+    expected: int = 200,
 ) -> Load:
-    """`requests` calls of `send` by USERS concurrent clients; `send` gets the index."""
+    """`requests` calls of `send` by USERS concurrent clients; `send` gets the index.
+    A response with another status than `expected` counts as an error."""
     load = Load()
     counter = iter(range(requests))
     limits = httpx.Limits(max_connections=USERS, max_keepalive_connections=USERS)
@@ -60,7 +64,7 @@ async def _load(
                 began = time.perf_counter()
                 response = await send(client, index)
                 elapsed = (time.perf_counter() - began) * 1000
-                if response.status_code == 200:
+                if response.status_code == expected:
                     load.latencies_ms.append(elapsed)
                 else:
                     load.errors.append(f"{response.status_code} {response.text[:200]}")
@@ -108,11 +112,22 @@ async def _run(options: Options) -> Outcome:
             },
         )
 
+    async def login_only(client: httpx.AsyncClient, index: int) -> httpx.Response:
+        """The endpoint as far as the login: session and user read, then refused for
+        the missing CSRF token (403), before any rate limit, row or mint."""
+        cookies = controllers[0]
+        return await client.post(
+            f"{site.url}/api/realtime/",
+            json={"terminal": seeded["slug"]},
+            headers={"Cookie": "; ".join(f"{name}={value}" for name, value in cookies.items())},
+        )
+
     try:
         await _load(warmup, mint)
         await _load(warmup, token)
         baseline = await _load(requests, mint)
         endpoint = await _load(requests, token)
+        floor = await _load(requests, login_only, expected=403)
     finally:
         server.stop_site(site)
         server.stop_site(engine)
@@ -132,6 +147,14 @@ async def _run(options: Options) -> Outcome:
         Entry("token.p50_ms", p50, "ms", b50, "information", True),
         Entry("token.p99_ms", p99, "ms", b99, "≤ 1.3× baseline", at_most(p99, 1.3 * b99)),
         Entry(
+            "token.login_only_per_s",
+            floor.rate,
+            "requests/s",
+            baseline.rate,
+            "information",
+            True,
+        ),
+        Entry(
             "token.errors",
             len(endpoint.errors),
             "responses",
@@ -146,6 +169,10 @@ async def _run(options: Options) -> Outcome:
     }
     outcome.notes.append(
         f"token: {requests} requests by {USERS} concurrent users; the engine in its own Daphne"
+    )
+    outcome.notes.append(
+        "token: login_only is the endpoint refusing a request at its CSRF check, after "
+        "reading the session and the user: the least any logged-in request costs this site"
     )
     for error in sorted(set(endpoint.errors + baseline.errors))[:3]:
         outcome.notes.append(f"token error: {error}")
