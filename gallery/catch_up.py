@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from channels.db import database_sync_to_async
 
+from artterminal.loops import per_loop
 from gallery import events, selectors
 from gallery.models import Terminal
 
@@ -94,15 +95,5 @@ def _state_if_behind(*, terminal_id: int, versions: list[int]) -> dict[str, Any]
     return None if terminal is None else selectors.terminal_state(terminal=terminal)
 
 
-_per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, CatchUp] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def catch_up() -> CatchUp:
-    """This event loop's catch-up (tasks and sockets belong to the loop they run on)."""
-    loop = asyncio.get_running_loop()
-    found = _per_loop.get(loop)
-    if found is None:
-        found = _per_loop[loop] = CatchUp()
-    return found
+# This event loop's catch-up (tasks and sockets belong to the loop they run on).
+catch_up = per_loop(CatchUp)

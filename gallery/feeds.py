@@ -20,13 +20,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import weakref
 from typing import Any, Protocol
 
 from channels.layers import get_channel_layer
 
 from artterminal.groups import terminal_group_name
 from artterminal.layers import LAYER_ERRORS, layer_failure
+from artterminal.loops import per_loop
 
 logger = logging.getLogger(__name__)
 
@@ -177,15 +177,5 @@ class TerminalFeeds:
         return 0 if feed is None else len(feed.sockets)
 
 
-_per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, TerminalFeeds] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def feeds() -> TerminalFeeds:
-    """This event loop's feeds (their tasks and channels belong to the loop they run on)."""
-    loop = asyncio.get_running_loop()
-    found = _per_loop.get(loop)
-    if found is None:
-        found = _per_loop[loop] = TerminalFeeds()
-    return found
+# This event loop's feeds (their tasks and channels belong to the loop they run on).
+feeds = per_loop(TerminalFeeds)
