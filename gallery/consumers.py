@@ -67,6 +67,9 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
         self.rights = selectors.TerminalRights(can_watch=False, can_control=False)
         self.joined_groups: list[str] = []
         self.fed = False  # in its terminal's feed
+        # What the feed hands over before the handshake is accepted (nothing may be sent
+        # yet); None once accepted and replayed.
+        self.early: list[dict[str, Any]] | None = []
         # Highest version this socket has been sent: a broadcast that raced the state
         # read at connect or sync is not sent twice.
         self.sent_version = -1
@@ -169,6 +172,7 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=CLOSE_UNAVAILABLE)
             return
         await self.accept()
+        await self._replay_early()
 
         registry = viewer_registry()
         try:
@@ -347,8 +351,19 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
     # --- Group messages (server → this socket) --------------------------------------
 
     async def deliver(self, message: dict[str, Any]) -> None:
-        """A message of the terminal's group, from the feed (gallery.feeds)."""
+        """A message of the terminal's group, from the feed (gallery.feeds). The feed
+        runs beside this socket's own task: until the handshake is accepted, messages
+        wait, in order (gallery.feeds joins before the state is read)."""
+        if self.early is not None:
+            self.early.append(message)
+            return
         await self.dispatch(message)
+
+    async def _replay_early(self) -> None:
+        """Once accepted: handle what the feed handed over meanwhile, then go live."""
+        while self.early:
+            await self.dispatch(self.early.pop(0))
+        self.early = None
 
     async def feed_lost(self, error: BaseException) -> None:
         """The channel layer failed under the terminal's feed: as when it fails under

@@ -17,6 +17,7 @@ from gallery.feeds import feeds
 from gallery.models import Terminal
 from tests.test_sockets_hardening import (  # noqa: F401  (autouse fixtures too)
     Socket,
+    cookie_for,
     fresh_counts,
     open_terminal,
     stop_relay_after_test,
@@ -105,3 +106,40 @@ async def test_a_layer_failing_under_the_feed_closes_its_sockets_to_reconnect(
         assert feeds().members(terminal.pk) == 1
     finally:
         await again.disconnect()
+
+
+async def test_a_state_arriving_during_the_handshake_waits_for_it(
+    make_terminal: Callable[..., Terminal], owner: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The feed runs beside the socket's own task: a state broadcast after the socket
+    joined the feed but before its handshake was accepted is sent after the accept."""
+    terminal = await database_sync_to_async(make_terminal)(images=3)
+    watcher = await open_terminal(terminal)  # the feed exists: joining it is immediate
+    layer: Any = get_channel_layer()
+    original = layer.group_add
+
+    async def group_add(group: str, channel: str) -> None:
+        if group.startswith("user"):  # the owner's socket, between feed and accept
+            await database_sync_to_async(services.terminal_navigate)(
+                terminal=await database_sync_to_async(Terminal.objects.get)(pk=terminal.pk),
+                user=owner,
+                action="next",
+            )
+            await watcher.receive_type("terminal.state")  # the feed has handed it over
+        await original(group, channel)
+
+    cookie = await database_sync_to_async(cookie_for)(owner)
+    monkeypatch.setattr(layer, "group_add", group_add)
+    controller = Socket(f"/ws/terminals/{terminal.slug}/", cookie=cookie)
+    try:
+        assert await controller.connect()
+        versions = []
+        while not await controller.receive_nothing(0.5):
+            message = await controller.receive()
+            if message["type"] == "terminal.state":
+                versions.append(message["version"])
+        assert versions and versions[-1] == 1
+        assert versions == sorted(versions)
+    finally:
+        await controller.disconnect()
+        await watcher.disconnect()
