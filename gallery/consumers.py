@@ -13,6 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
+from autobahn.exception import Disconnected
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
@@ -357,7 +358,12 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
         if self.early is not None:
             self.early.append(message)
             return
-        await self.dispatch(message)
+        try:
+            await self.dispatch(message)
+        except Disconnected:
+            # The browser hung up while this was on its way (Daphne raises autobahn's
+            # error for a send during the close handshake); its disconnect follows.
+            logger.debug("Terminal %s: a socket closed as a message reached it", self.terminal_id)
 
     async def _replay_early(self) -> None:
         """Once accepted: handle what the feed handed over meanwhile, then go live."""

@@ -143,3 +143,23 @@ async def test_a_state_arriving_during_the_handshake_waits_for_it(
     finally:
         await controller.disconnect()
         await watcher.disconnect()
+
+
+async def test_a_socket_closing_as_a_message_reaches_it_is_not_an_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A send that races the browser's close handshake: Daphne raises autobahn's
+    Disconnected; the socket's disconnect is on its way, nothing is wrong."""
+    from autobahn.exception import Disconnected
+
+    from gallery.consumers import TerminalConsumer
+
+    async def closed(message: dict[str, Any]) -> None:
+        raise Disconnected("Attempt to send on a closed protocol")
+
+    socket = TerminalConsumer()
+    socket.base_send = closed
+    socket.terminal_id, socket.early = 1, None
+    with caplog.at_level("DEBUG", logger="gallery.consumers"):
+        await socket.deliver({"type": "terminal.viewers", "viewers": 3})
+    assert [r.levelname for r in caplog.records] == ["DEBUG"]
