@@ -22,6 +22,9 @@ from gallery.models import Terminal
 
 logger = logging.getLogger(__name__)
 
+# How long a terminal's states stay quiet before this process checks its sockets.
+QUIET_SECONDS = 1.0
+
 
 class Viewer(Protocol):
     """A terminal socket as the catch-up sees it."""
@@ -51,11 +54,12 @@ class CatchUp:
             if not viewers:
                 del self._viewers[terminal_id]
 
-    def state_seen(self, *, terminal_id: int, quiet_seconds: float) -> None:
-        """A state of the terminal reached a socket here: once states stop arriving for
-        `quiet_seconds`, check that everyone here got the last one."""
+    def state_seen(self, *, terminal_id: int) -> None:
+        """A state of the terminal reached this process (gallery.feeds, once for all of
+        its sockets): once states stop arriving for QUIET_SECONDS, check that everyone
+        here got the last one."""
         loop = asyncio.get_running_loop()
-        self._quiet_until[terminal_id] = loop.time() + quiet_seconds
+        self._quiet_until[terminal_id] = loop.time() + QUIET_SECONDS
         check = self._checks.get(terminal_id)
         if check is None or check.done():
             self._checks[terminal_id] = asyncio.create_task(self._check(terminal_id))

@@ -39,9 +39,6 @@ from gallery.presence import viewer_registry
 
 logger = logging.getLogger(__name__)
 
-# A socket behind the terminal's version that hears nothing for this long has lost the
-# newest states to the channel layer, and is sent the current one (gallery.catch_up).
-CATCH_UP_SECONDS = 1.0
 # Commands one socket may have waiting to run, past which it is told `busy`: as many as
 # its message burst (WEBSOCKET_MESSAGE_BURST), so only a socket that keeps sending
 # faster than its commands run is refused.
@@ -385,10 +382,10 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
         """Runs after a navigation committed: forward the state with this socket's
         viewer count and its cached rights (kept current by `terminal_access`).
 
-        The channel layer silently drops messages for a socket that falls behind, the
+        The channel layer silently drops messages for a process that falls behind, the
         newest ones first, so no later message reveals the loss: once the terminal's
         states go quiet, gallery.catch_up checks this process's sockets against the
-        database, once for all of them."""
+        database, once for all of them (the feed tells it of each state)."""
         if self.closing or self.terminal_id is None or int(event["version"]) <= self.sent_version:
             return
         if not self.rights.can_watch:
@@ -396,7 +393,6 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
         await self._send_state(
             cast(events.TerminalStateEvent, event), can_control=self.rights.can_control
         )
-        catch_up().state_seen(terminal_id=self.terminal_id, quiet_seconds=CATCH_UP_SECONDS)
 
     async def terminal_access(self, event: dict[str, Any]) -> None:
         """Runs when who may watch or drive this terminal may have changed (a membership,

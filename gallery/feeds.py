@@ -27,6 +27,7 @@ from channels.layers import get_channel_layer
 from artterminal.groups import terminal_group_name
 from artterminal.layers import LAYER_ERRORS, layer_failure
 from artterminal.loops import per_loop
+from gallery.catch_up import catch_up
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +108,10 @@ class TerminalFeed:
                     logger.exception(
                         "Terminal %s: a socket failed on %s", self.terminal_id, message["type"]
                     )
+            if message["type"] == "terminal.state":
+                # Once for the process rather than once per socket: the bookkeeping
+                # was 5% of a 200-viewer broadcast (make bench --only fanout, py-spy).
+                catch_up().state_seen(terminal_id=self.terminal_id)
 
     async def _keep_joined(self) -> None:
         while True:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from channels.db import database_sync_to_async
 
-from gallery import broadcast, consumers, services
+from gallery import broadcast, catch_up, services
 from gallery.models import Terminal
 from tests.test_sockets_hardening import (  # noqa: F401  (autouse fixtures too)
     Socket,
@@ -74,7 +74,7 @@ async def test_a_stalled_viewer_sees_a_gap_and_sync_brings_it_current(
     make_terminal: Callable[..., Terminal], owner: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Without the server's catch-up: what the page alone has to work with.
-    monkeypatch.setattr(consumers, "CATCH_UP_SECONDS", 60.0)
+    monkeypatch.setattr(catch_up, "QUIET_SECONDS", 60.0)
     terminal = await database_sync_to_async(make_terminal)(images=3)
     viewer = await open_terminal(terminal)
     try:
@@ -102,7 +102,7 @@ async def test_a_stalled_viewer_sees_a_gap_and_sync_brings_it_current(
 async def test_the_server_sends_the_current_state_when_the_newest_were_lost(
     make_terminal: Callable[..., Terminal], owner: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(consumers, "CATCH_UP_SECONDS", 0.3)
+    monkeypatch.setattr(catch_up, "QUIET_SECONDS", 0.3)
     terminal = await database_sync_to_async(make_terminal)(images=3)
     viewer = await open_terminal(terminal)
     try:
