@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from tests.engine.recordings import RATE, Studio, Take
-from voice.engine.vad import SpeechPaused, SpeechStarted, SpeechStopped, VoiceActivityDetector
+from voice.engine.vad import (
+    SpeechPaused,
+    SpeechStarted,
+    SpeechStopped,
+    VoiceActivityDetector,
+    _noise_floor,
+)
 
 
 @pytest.fixture(scope="module")
@@ -178,3 +184,13 @@ def test_threshold_changes_sensitivity(studio: Studio) -> None:
     strict = _run(VoiceActivityDetector(threshold=1.0), pcm)
     assert len(lenient) >= 1
     assert len(strict) <= len(lenient)
+
+
+@pytest.mark.parametrize("count", [1, 2, 9, 10, 11, 57, 100])
+def test_the_noise_floor_is_numpys_tenth_percentile(count: int) -> None:
+    """The floor is worked out in plain Python for speed; it must be the same figure
+    np.percentile gives (linear interpolation), with ties and odd sizes."""
+    rng = np.random.default_rng(count)
+    energies = list(np.round(rng.gamma(2.0, 150.0, size=count), 1))
+    energies[: count // 3] = [energies[0]] * (count // 3)  # repeated values
+    assert _noise_floor(energies) == pytest.approx(np.percentile(energies, 10), rel=1e-12)

@@ -18,7 +18,9 @@ if the speaker goes on, the pause is forgotten and the turn's speech runs to its
 
 from __future__ import annotations
 
+import math
 from collections import deque
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import numpy as np
@@ -142,23 +144,24 @@ class VoiceActivityDetector:
         self._reset_stream()
 
     def _is_voiced(self, frame: bytes) -> bool:
-        samples = np.frombuffer(frame, dtype="<i2").astype(np.float64)
-        rms = float(np.sqrt(np.mean(samples * samples)))
-        if rms < self._min_rms:
-            # Too quiet to be voice; kept out of the floor, or a digitally silent
-            # stretch would set it to zero and let the next steady hiss through.
-            self._vad.is_speech(frame, SAMPLE_RATE)
-            return False
-        self._energies.append(rms)
-        floor = float(np.percentile(self._energies, _FLOOR_PERCENTILE))
+        samples = np.frombuffer(frame, dtype="<i2").astype(np.int64)
+        # Exact: the sum of 480 squared samples fits an int64 and a float64 alike.
+        rms = math.sqrt(float(np.dot(samples, samples)) / len(samples))
         # webrtcvad adapts to the background from every frame it sees, so it must see
         # every frame, loud or not.
         speech = bool(self._vad.is_speech(frame, SAMPLE_RATE))
+        if rms < self._min_rms:
+            # Too quiet to be voice; kept out of the floor, or a digitally silent
+            # stretch would set it to zero and let the next steady hiss through.
+            return False
+        self._energies.append(rms)
+        if not speech:
+            return False
         if len(self._energies) < _FLOOR_MIN_FRAMES:
             # Too few audible frames to know the background (speech straight after a
             # quiet room): a floor made of the first word's own frames would cut it.
-            return speech
-        return speech and rms >= floor * self._noise_margin
+            return True
+        return rms >= _noise_floor(self._energies) * self._noise_margin
 
     def _frame(self, frame: bytes) -> TurnEvent | None:
         frame_start = self._position_ms
@@ -215,3 +218,15 @@ class VoiceActivityDetector:
         self._silence_ms = 0
         self._recent.clear()
         return SpeechStopped(audio_end_ms=end_ms, audio=audio, speech=speech)
+
+
+def _noise_floor(energies: Collection[float]) -> float:
+    """The _FLOOR_PERCENTILE-th percentile of the recent frames' energy, interpolated
+    linearly as NumPy's default does: read only for frames webrtcvad calls speech, in
+    plain Python, which for a hundred values is several times quicker than
+    np.percentile and its conversion of the deque (make bench --only calls, py-spy)."""
+    ordered = sorted(energies)
+    rank = (len(ordered) - 1) * _FLOOR_PERCENTILE / 100
+    low = math.floor(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
