@@ -1,9 +1,9 @@
 """Audio between a WebRTC peer and the speech core.
 
 In: aiortc decodes Opus to 48 kHz stereo s16; the speech core wants 16 kHz mono s16le.
-Out: the speech core's PCM becomes 20 ms frames on a track paced to the wall clock,
-silence when idle, so the browser hears a steady stream and a clear stops it at once.
-Each direction keeps one stateful resampler: a fresh one per frame clicks at every
+Out: the speech core's PCM becomes 20 ms Opus packets on a track paced to the wall
+clock, silence when idle, so the browser hears a steady stream and a clear stops it at
+once. Each direction keeps one stateful resampler: a fresh one per frame clicks at every
 frame boundary.
 """
 
@@ -12,13 +12,11 @@ from __future__ import annotations
 import asyncio
 import fractions
 import logging
-import math
 import time
 from typing import Any
 
 import av
 import numpy as np
-from aiortc import rtp
 from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
@@ -29,6 +27,13 @@ OUTPUT_RATE = 48_000
 FRAME_SAMPLES = OUTPUT_RATE // 50  # 20 ms
 FRAME_BYTES = FRAME_SAMPLES * 2
 _TIME_BASE = fractions.Fraction(1, OUTPUT_RATE)
+# Mono speech; "opus/48000/2" in the SDP only names the codec, and every packet says
+# how many channels it holds. aiortc's own encoder sends stereo at 96 kb/s.
+OPUS_BIT_RATE = 48_000
+# After speech the call's encoder goes on through this much silence before the
+# prepared silent packet takes over: the encoder's look-ahead (6.5 ms) is played out
+# and it has settled on silence itself (it does within about six frames).
+_TAIL_FRAMES = 8
 
 
 # aiortc's receiver holds four complete 20 ms packets of audio before it decodes the
@@ -58,27 +63,6 @@ def shorten_jitter_buffer(receiver: Any) -> bool:
     return True
 
 
-def audio_level_dbov(frame: av.AudioFrame) -> int:
-    """RFC 6465's audio level of a frame (0 loudest, -127 silent), as aiortc computes it
-    for the header of every audio packet it sends, over the same bytes, with NumPy.
-
-    aiortc sums the squares of the frame's samples in a Python loop: with eight calls
-    that was 15% of the event loop (make bench --only calls, py-spy), which then fell
-    behind the calls' audio. The result is the same integer (tests/engine)."""
-    samples = np.frombuffer(bytes(frame.planes[0]), dtype=np.int16).astype(np.int64)
-    energy = float(np.dot(samples, samples))
-    rms = math.sqrt(energy / (frame.samples * 32767 * 32767))
-    if rms <= 0:
-        return -127
-    return round(min(max(20 * math.log10(rms), -127), 0))
-
-
-# aiortc's own, kept to compare against. Every RTCRtpSender of the process looks the
-# function up in aiortc.rtp for each packet, so replacing it there is enough.
-aiortc_audio_level_dbov = rtp.compute_audio_level_dbov
-rtp.compute_audio_level_dbov = audio_level_dbov
-
-
 def _frame_bytes(frames: list[av.AudioFrame]) -> bytes:
     return b"".join(frame.to_ndarray().tobytes() for frame in frames)
 
@@ -105,8 +89,41 @@ class Playback:
         self.cleared = False
 
 
+def _opus_encoder() -> av.AudioCodecContext:
+    codec = av.AudioCodecContext.create("libopus", "w")
+    codec.bit_rate = OPUS_BIT_RATE
+    codec.format = "s16"
+    codec.layout = "mono"
+    codec.sample_rate = OUTPUT_RATE
+    codec.time_base = _TIME_BASE
+    codec.options = {"application": "voip"}
+    return codec
+
+
+def _pcm_frame(chunk: bytes) -> av.AudioFrame:
+    frame = av.AudioFrame.from_ndarray(
+        np.frombuffer(chunk, dtype="<i2").reshape(1, -1), format="s16", layout="mono"
+    )
+    frame.sample_rate = OUTPUT_RATE
+    return frame
+
+
+# 20 ms of silence in Opus (RFC 6716): a CELT-only fullband 20 ms frame, mono (TOC
+# 0xf8), whose range-coded bits say "silence". libopus ends speech on this very packet.
+SILENT_PACKET = b"\xf8\xff\xfe"
+
+
 class OutgoingAudioTrack(MediaStreamTrack):
-    """The assistant's voice: queued PCM in 20 ms frames on the wall clock, else silence."""
+    """The assistant's voice: queued PCM as 20 ms Opus packets on the wall clock, else
+    silence.
+
+    The track hands aiortc packets it encoded itself, which aiortc sends as they are.
+    Left to aiortc, every 20 ms of every call, silence included, became a frame to
+    measure, resample and encode in a worker thread: at eight to twelve calls a sixth
+    of the engine's event loop, most of it the hop to and from that thread (make bench
+    --only calls, py-spy). Silence is now one prepared packet; speech is encoded here
+    on the loop, which for 20 ms of mono audio costs less than the hop did.
+    """
 
     kind = "audio"
 
@@ -118,6 +135,8 @@ class OutgoingAudioTrack(MediaStreamTrack):
         self._playback: Playback | None = None
         self._start: float | None = None
         self._pts = 0
+        self._encoder: av.AudioCodecContext | None = None
+        self._tail = 0  # silent frames the encoder still has to encode after speech
 
     def play(self, pcm: bytes, sample_rate: int) -> Playback:
         """Queue mono s16le speech; the returned Playback reports start and end."""
@@ -152,7 +171,7 @@ class OutgoingAudioTrack(MediaStreamTrack):
     def playing(self) -> bool:
         return bool(self._buffer)
 
-    async def recv(self) -> av.AudioFrame:
+    async def recv(self) -> av.Packet:
         if self.readyState != "live":
             raise MediaStreamError
         if self._start is None:
@@ -174,15 +193,25 @@ class OutgoingAudioTrack(MediaStreamTrack):
             if not self._buffer and not chunk:
                 playback.finished.set()
                 self._playback = None
-        frame = av.AudioFrame.from_ndarray(
-            np.frombuffer(chunk.ljust(FRAME_BYTES, b"\0"), dtype="<i2").reshape(1, -1),
-            format="s16",
-            layout="mono",
-        )
-        frame.sample_rate = OUTPUT_RATE
-        frame.pts = self._pts
-        frame.time_base = _TIME_BASE
-        return frame
+        packet = av.Packet(self._encode(chunk))
+        packet.pts = self._pts
+        packet.time_base = _TIME_BASE
+        return packet
+
+    def _encode(self, chunk: bytes) -> bytes:
+        """One 20 ms Opus packet: `chunk` of speech (short at its end), else silence."""
+        if chunk:
+            self._tail = _TAIL_FRAMES
+        elif self._tail == 0:
+            return SILENT_PACKET
+        else:
+            self._tail -= 1
+        if self._encoder is None:
+            self._encoder = _opus_encoder()
+        # libopus answers each whole frame with one packet; its own timestamps (shifted
+        # by the look-ahead) are not used, the track's clock is.
+        packets = self._encoder.encode(_pcm_frame(chunk.ljust(FRAME_BYTES, b"\0")))
+        return bytes(packets[-1]) if packets else SILENT_PACKET
 
     def stop(self) -> None:
         self.clear()
