@@ -22,7 +22,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
 from django.db import DatabaseError
 
-from artterminal.groups import terminal_group_name, user_group_name
+from artterminal.groups import user_group_name
 from artterminal.layers import LAYER_ERRORS, layer_failure
 from artterminal.sockets import (
     CLOSE_LOGIN_GONE,
@@ -35,7 +35,7 @@ from gallery import events, selectors, services
 from gallery.catch_up import catch_up
 from gallery.feeds import feeds
 from gallery.models import Terminal
-from gallery.presence import viewer_registry
+from gallery.presence import count_announcer, viewer_registry
 
 logger = logging.getLogger(__name__)
 
@@ -186,7 +186,7 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
         catch_up().add(terminal_id=terminal.pk, viewer=self)
         self.worker = asyncio.create_task(self._run_commands())
         await self._send_fresh_state()
-        await self._broadcast_viewers()
+        count_announcer().changed(terminal_id=terminal.pk)
         await _start_image_relay()
         self.guard.watch(on_login_gone=self._close_login_gone, on_check=self._check_periodically)
 
@@ -218,7 +218,7 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
                 self.viewers = await viewer_registry().leave(
                     terminal_id=self.terminal_id, channel_name=self.channel_name
                 )
-                await self._broadcast_viewers()
+                count_announcer().changed(terminal_id=self.terminal_id)
             except LAYER_ERRORS as error:
                 # A shared registry's entry expires by itself (gallery.presence).
                 logger.warning(
@@ -492,19 +492,6 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
             )
             # Straight to the server: the hot path of a broadcast, once per viewer.
             await self.base_send({"type": "websocket.send", "text": text})
-
-    async def _broadcast_viewers(self) -> None:
-        if self.terminal_id is None:
-            return
-        message = events.terminal_viewers_message(self.viewers)
-        try:
-            await self.channel_layer.group_send(terminal_group_name(self.terminal_id), message)
-        except LAYER_ERRORS as error:
-            logger.warning(
-                "Announcing the viewers of terminal %s failed (%s)",
-                self.terminal_id,
-                layer_failure(error),
-            )
 
     async def _send_viewers_if_changed(self) -> None:
         if self.viewers != self.sent_viewers and not self.closing:

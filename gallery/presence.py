@@ -4,18 +4,34 @@ One process counts in memory. With REDIS_URL set (several Daphne processes), eac
 is a member of a Redis sorted set scored by its expiry, refreshed while it lives: a
 process that dies without saying goodbye leaves entries that simply expire, so the
 count heals by itself and can never go negative.
+
+Viewers hear the count through the terminal's group. A process announces it at most
+once per ANNOUNCE_SECONDS for each terminal, with the count as it stands then: a room
+of 200 opening the page at once is a handful of announcements, not one per arrival to
+every viewer (40 000 messages).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import weakref
 from collections import defaultdict
 from typing import Final, Protocol
 
+from channels.layers import get_channel_layer
 from django.conf import settings
 
+from artterminal.groups import terminal_group_name
+from artterminal.layers import LAYER_ERRORS, layer_failure
+from artterminal.loops import per_loop
+from gallery.events import terminal_viewers_message
+
+logger = logging.getLogger(__name__)
+
 # A socket missing this many seconds of refreshes counts as gone.
+# How long a process gathers arrivals and departures before it announces the count.
+ANNOUNCE_SECONDS = 0.2
 PRESENCE_TTL_SECONDS: Final = 60.0
 REFRESH_SECONDS: Final = PRESENCE_TTL_SECONDS / 3
 
@@ -132,3 +148,37 @@ def viewer_registry() -> ViewerRegistry:
     if _registry is None:
         _registry = RedisViewers(settings.REDIS_URL) if settings.REDIS_URL else LocalViewers()
     return _registry
+
+
+class CountAnnouncer:
+    """Announces terminals' viewer counts to their groups, for this event loop."""
+
+    def __init__(self) -> None:
+        self._pending: dict[int, asyncio.Task[None]] = {}
+
+    def changed(self, *, terminal_id: int) -> None:
+        """A socket of the terminal arrived or left here: announce the count soon."""
+        if terminal_id not in self._pending:
+            self._pending[terminal_id] = asyncio.create_task(self._announce(terminal_id))
+
+    async def _announce(self, terminal_id: int) -> None:
+        await asyncio.sleep(ANNOUNCE_SECONDS)
+        # Forgotten before the count is read: a change from here on announces again.
+        del self._pending[terminal_id]
+        try:
+            viewers = await viewer_registry().count(terminal_id=terminal_id)
+            layer = get_channel_layer()
+            assert layer is not None, "the site always has a channel layer"
+            await layer.group_send(
+                terminal_group_name(terminal_id), terminal_viewers_message(viewers)
+            )
+        except LAYER_ERRORS as error:
+            # The sockets' presence refreshes pick the count up (a shared registry).
+            logger.warning(
+                "Announcing the viewers of terminal %s failed (%s)",
+                terminal_id,
+                layer_failure(error),
+            )
+
+
+count_announcer = per_loop(CountAnnouncer)

@@ -16,11 +16,13 @@ from typing import Any
 import pytest
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.test import Client
 
 from artterminal.asgi import application
+from artterminal.groups import terminal_group_name
 from gallery import broadcast, presence, selectors
 from gallery.models import Image, Terminal, TerminalMembership
 from gallery.relay import stop_image_relay
@@ -555,6 +557,67 @@ async def test_viewer_counts_follow_joins_and_leaves(
                 await socket.disconnect()
     assert await fresh_viewer_registry.count(terminal_id=terminal.pk) == 0
     assert await fresh_viewer_registry.count(terminal_id=other.pk) == 0
+
+
+async def test_a_crowd_arriving_at_once_is_announced_once_not_per_arrival(
+    make_terminal: Callable[..., Terminal],
+    fresh_viewer_registry: presence.LocalViewers,
+) -> None:
+    """A room opening the page together: each arrival used to send the count to every
+    viewer (N² messages); the process now gathers arrivals and departures for a moment
+    and announces the count as it stands then."""
+    terminal = await database_sync_to_async(make_terminal)()
+    layer = get_channel_layer()
+    group_listener = await layer.new_channel()  # hears what the terminal's group hears
+    await layer.group_add(terminal_group_name(terminal.pk), group_listener)
+    first, _ = await open_socket(terminal.slug)
+    crowd: list[Socket] = []
+    try:
+        assert await _announced(layer, group_listener) == [1]
+        crowd = [Socket(terminal.slug) for _ in range(12)]
+        for connected, _ in await asyncio.gather(*(socket.connect() for socket in crowd)):
+            assert connected
+        counts = await _announced(layer, group_listener)
+        assert 1 <= len(counts) <= 3 and counts[-1] == 13, counts
+        assert [m["viewers"] for m in await _heard(first)][-1] == 13
+        # Each newcomer's state carried the count as it joined; an announcement may come
+        # before or after it, and what each ends up showing is the total.
+        for socket in crowd:
+            heard = await _heard(socket)
+            assert [m["type"] for m in heard].count("terminal.state") == 1
+            assert heard[-1]["viewers"] == 13
+
+        await asyncio.gather(*(socket.disconnect() for socket in crowd))
+        crowd = []
+        counts = await _announced(layer, group_listener)
+        assert 1 <= len(counts) <= 3 and counts[-1] == 1, counts
+        assert [m["viewers"] for m in await _heard(first)] == [1]
+    finally:
+        await asyncio.gather(*(socket.disconnect() for socket in [first, *crowd]))
+        await layer.group_discard(terminal_group_name(terminal.pk), group_listener)
+    assert await fresh_viewer_registry.count(terminal_id=terminal.pk) == 0
+
+
+async def _announced(layer: Any, channel: str, quiet: float = 0.6) -> list[int]:
+    """The viewer counts sent to a terminal's group until it goes quiet."""
+    counts = []
+    while True:
+        try:
+            message = await asyncio.wait_for(layer.receive(channel), quiet)
+        except TimeoutError:
+            return counts
+        if message["type"] == "terminal.viewers":
+            counts.append(message["viewers"])
+
+
+async def _heard(socket: Socket, quiet: float = 0.6) -> list[dict[str, Any]]:
+    """What a socket hears until it goes quiet: counts, and a newcomer's first state."""
+    heard = []
+    while not await socket.receive_nothing(quiet):
+        message = await socket.receive()
+        assert message["type"] in ("terminal.viewers", "terminal.state"), message
+        heard.append(message)
+    return heard
 
 
 async def test_refused_sockets_are_not_counted(
