@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import operator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import reduce
 from typing import Any
 
 from django.conf import settings
@@ -254,8 +256,6 @@ def voice_sessions_expire(*, user: Any = None, now: datetime | None = None) -> l
     a mirror socket still open is told and closes. Each session is re-checked under its
     row lock, so an event recorded meanwhile keeps its session open.
     """
-    if user is not None and not selectors.voice_sessions_open_exist(user=user):
-        return []  # the common case at the token endpoint: one query, nothing to end
     now = now or timezone.now()
     ttl = timedelta(seconds=settings.REALTIME_TOKEN_TTL_SECONDS)
     rules = [
@@ -274,10 +274,17 @@ def voice_sessions_expire(*, user: Any = None, now: datetime | None = None) -> l
             selectors.voice_sessions_silent_since(since=now - MAX_SILENCE),
         ),
     ]
+    if user is not None:
+        rules = [(reason, due.filter(user_id=user.pk)) for reason, due in rules]
+    # One query for what any rule finds: at the token endpoint nothing is due in the
+    # common case, even for a user with a session open (a reloaded page).
+    any_due = reduce(operator.or_, (due for _, due in rules))
+    due_pks = list(any_due.values_list("pk", flat=True))
+    if not due_pks:
+        return []
     ended: list[VoiceSession] = []
     for reason, due in rules:
-        if user is not None:
-            due = due.filter(user_id=user.pk)
+        due = due.filter(pk__in=due_pks)
         for pk in list(due.values_list("pk", flat=True)):
             with transaction.atomic():
                 session = due.select_for_update().filter(pk=pk).first()

@@ -162,6 +162,21 @@ def test_expiring_for_one_user_leaves_other_users_sessions(
     assert status_of(theirs) == ("active", "")
 
 
+@pytest.mark.django_db
+def test_open_sessions_none_due_cost_the_token_endpoint_one_query(
+    make_session: Callable[..., VoiceSession],
+    owner: Any,
+    django_assert_num_queries: Callable[..., Any],
+) -> None:
+    """A user with sessions open that no rule ends yet (a reloaded page, a second tab):
+    the check the token endpoint runs for them is one query, whatever the rules."""
+    now = timezone.now()
+    make_session(status=VoiceSession.Status.MINTED, token_expires_at=now + MINUTE)
+    make_session(started_at=now - 5 * MINUTE, events_at=(now - MINUTE,))
+    with django_assert_num_queries(1):
+        assert services.voice_sessions_expire(user=owner, now=now) == []
+
+
 @pytest.mark.django_db(transaction=True)
 async def test_an_open_mirror_socket_is_told_and_closed(
     make_session: Callable[..., VoiceSession], owner: Any
