@@ -34,6 +34,10 @@ logger = logging.getLogger(__name__)
 # Layers forget a group member after their group_expiry (a day for channels_redis): a
 # feed living that long joins again well before.
 REJOIN_SECONDS = 3600.0
+# A message is handed to this many sockets at a time, then the loop has a turn: Daphne
+# writes a send out on a later turn, and the database thread's results wait for one too.
+# Handing a state to 200 sockets in one turn made both wait for the whole burst.
+HAND_OVER_EVERY = 25
 
 
 class FeedSocket(Protocol):
@@ -100,7 +104,9 @@ class TerminalFeed:
             except LAYER_ERRORS as error:
                 await self._fail(error)
                 return
-            for socket in list(self.sockets):
+            for index, socket in enumerate(list(self.sockets)):
+                if index and not index % HAND_OVER_EVERY:
+                    await asyncio.sleep(0)
                 try:
                     await socket.deliver(message)
                 except Exception:

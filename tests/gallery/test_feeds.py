@@ -163,3 +163,50 @@ async def test_a_socket_closing_as_a_message_reaches_it_is_not_an_error(
     with caplog.at_level("DEBUG", logger="gallery.consumers"):
         await socket.deliver({"type": "terminal.viewers", "viewers": 3})
     assert [r.levelname for r in caplog.records] == ["DEBUG"]
+
+
+async def test_a_broadcast_to_many_sockets_lets_the_loop_breathe_and_keeps_order() -> None:
+    """Handing a state to hundreds of sockets is hundreds of sends: the feed hands the
+    loop back every HAND_OVER_EVERY sockets, so the writes already made go out and
+    other work (a database result, another terminal) does not wait for the whole
+    burst; each socket still gets every message in order."""
+    layer: Any = get_channel_layer()
+    timeline: list[str] = []
+
+    class Recorder:
+        def __init__(self, name: str) -> None:
+            self.name = name
+            self.versions: list[int] = []
+
+        async def deliver(self, message: dict[str, Any]) -> None:
+            self.versions.append(message["version"])
+            timeline.append(self.name)
+
+        async def feed_lost(self, error: BaseException) -> None:
+            raise AssertionError(error)
+
+    sockets = [Recorder(f"socket-{n}") for n in range(200)]  # as many as the bench
+    for socket in sockets:
+        await feeds().join(terminal_id=9999, socket=socket)
+    try:
+
+        async def other_work() -> None:
+            timeline.append("other work")
+
+        for version in (1, 2):
+            await layer.group_send(
+                terminal_group_name(9999), {"type": "terminal.progress", "version": version}
+            )
+        await asyncio.sleep(0)  # the feed wakes and starts handing out version 1
+        other = asyncio.create_task(other_work())
+        for _ in range(100):
+            if all(socket.versions == [1, 2] for socket in sockets):
+                break
+            await asyncio.sleep(0.01)
+        await other
+        assert all(socket.versions == [1, 2] for socket in sockets)
+        # The other task ran while the first burst was still being handed out.
+        assert 0 < timeline.index("other work") < len(sockets)
+    finally:
+        for socket in sockets:
+            await feeds().leave(terminal_id=9999, socket=socket)
