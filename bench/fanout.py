@@ -6,6 +6,10 @@ in-memory layer, and Redis too when REDIS_URL is set) and against the minimal
 is kept; every viewer notes when the `terminal.state` of that version arrives. At most
 WINDOW navigations are in flight (sent but not yet seen by every viewer), so the server
 is kept busy without an unbounded queue.
+
+The runs alternate, ROUNDS times (baseline, in-memory, Redis, baseline, ...), and each
+figure pools its rounds: on a shared machine whose speed drifts from one minute to the
+next, a baseline measured once, before everything else, set the ratios by luck.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from bench.common import Entry, Options, Outcome, at_least, at_most, percentile
 
 VIEWERS = 200
 NAVIGATIONS = 300
+ROUNDS = 2
 WINDOW = 4
 CONNECTS_AT_ONCE = 20
 SETTLE_QUIET_SECONDS = 0.5
@@ -47,6 +52,17 @@ class Run:
     @property
     def throughput(self) -> float:
         return self.deliveries / self.seconds if self.seconds > 0 else 0.0
+
+    @classmethod
+    def pooled(cls, runs: list[Run]) -> Run:
+        """The rounds as one run: every latency, and deliveries over the time they took."""
+        return cls(
+            latencies_ms=[latency for run in runs for latency in run.latencies_ms],
+            deliveries=sum(run.deliveries for run in runs),
+            expected=sum(run.expected for run in runs),
+            seconds=sum(run.seconds for run in runs),
+            navigations=sum(run.navigations for run in runs),
+        )
 
 
 @dataclass
@@ -259,24 +275,40 @@ def _entries(label: str, run: Run, baseline: Run) -> list[Entry]:
 
 async def _run(options: Options) -> Outcome:
     viewers, navigations = (5, 10) if options.quick else (VIEWERS, NAVIGATIONS)
+    rounds = 1 if options.quick else ROUNDS
+    redis_url = os.environ.get("REDIS_URL", "")
+    runs: dict[str, list[Run]] = {"baseline": [], "memory": [], "redis": []}
+    for number in range(1, rounds + 1):
+        runs["baseline"].append(await _baseline(viewers, navigations))
+        runs["memory"].append(
+            await _site(options, f"memory-{number}", viewers, navigations, REDIS_URL="")
+        )
+        if redis_url:
+            runs["redis"].append(
+                await _site(options, f"redis-{number}", viewers, navigations, REDIS_URL=redis_url)
+            )
+    baseline, memory = Run.pooled(runs["baseline"]), Run.pooled(runs["memory"])
+
     outcome = Outcome()
-    baseline = await _baseline(viewers, navigations)
-    memory = await _site(options, "memory", viewers, navigations, REDIS_URL="")
     outcome.entries += _entries("fanout", memory, baseline)
     outcome.distributions["fanout latency (ms)"] = {
         "websockets baseline": baseline.latencies_ms,
         "Daphne + in-memory layer": memory.latencies_ms,
     }
-    redis_url = os.environ.get("REDIS_URL", "")
     if redis_url:
-        redis = await _site(options, "redis", viewers, navigations, REDIS_URL=redis_url)
+        redis = Run.pooled(runs["redis"])
         outcome.entries += _entries("fanout_redis", redis, baseline)
         outcome.distributions["fanout latency (ms)"]["Daphne + Redis layer"] = redis.latencies_ms
     outcome.notes.append(
-        f"fanout: {viewers} viewers, at most {WINDOW} navigations in flight; navigations "
-        f"sent within {SEND_SECONDS:.0f} s: baseline {baseline.navigations}, "
-        f"Daphne {memory.navigations} of {navigations}"
+        f"fanout: {viewers} viewers, at most {WINDOW} navigations in flight, {rounds} "
+        f"alternating rounds pooled; navigations sent within {SEND_SECONDS:.0f} s: "
+        f"baseline {baseline.navigations}, Daphne {memory.navigations} of "
+        f"{navigations * rounds}"
     )
+    for label in ("baseline", "memory", "redis"):
+        if len(runs[label]) > 1:
+            rates = ", ".join(f"{run.throughput:,.0f}" for run in runs[label])
+            outcome.notes.append(f"fanout: {label} deliveries/s by round: {rates}")
     return outcome
 
 
