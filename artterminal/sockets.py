@@ -236,9 +236,6 @@ def socket_login_holds(*, session_key: str, user_id: int) -> bool:
     )
 
 
-_login_holds = database_sync_to_async(socket_login_holds)
-
-
 # What a login check survives: the session's database or cache being briefly unreachable.
 OUTAGES: tuple[type[BaseException], ...] = (DatabaseError, *LAYER_ERRORS)
 
@@ -313,7 +310,14 @@ class SocketGuard:
         """True for anonymous sockets; for the others, a fresh look at their session."""
         if self.user_id is None:
             return True
-        holds = self.session_key is not None and await _login_holds(
+        return bool(await database_sync_to_async(self.login_holds_here)())
+
+    def login_holds_here(self) -> bool:
+        """`login_holds` for code already on the database thread: a command that goes
+        there anyway checks the login in the same trip (gallery.consumers, navigate)."""
+        if self.user_id is None:
+            return True
+        holds = self.session_key is not None and socket_login_holds(
             session_key=self.session_key, user_id=self.user_id
         )
         if not holds:

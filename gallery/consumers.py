@@ -286,6 +286,12 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
     async def _run_command(self, command: events.ClientMessage) -> None:
         if self.closing or self.guard is None:
             return
+        if command["type"] == "terminal.navigate":
+            # Checks the login on the database thread, in the same trip as the move:
+            # every trip there waits for a turn of the loop and of that thread, and
+            # navigation is the command sent many times a minute.
+            await self.navigate(cast(events.NavigateCommand, command))
+            return
         try:
             holds = await self.guard.login_holds()
         except OUTAGES as error:
@@ -322,12 +328,15 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
             await worker
 
     async def navigate(self, command: events.NavigateCommand) -> None:
-        """Runs on `terminal.navigate`: the service moves the terminal, and after commit
-        the new state reaches every viewer, this one included, through the group."""
-        if self.terminal_id is None:
+        """Runs on `terminal.navigate`, once the login behind the socket is seen to hold
+        (checked in the same trip to the database): the service moves the terminal, and
+        after commit the new state reaches every viewer, this one included, through the
+        group."""
+        if self.terminal_id is None or self.guard is None:
             return
         try:
-            await database_sync_to_async(_navigate)(
+            login_holds = await database_sync_to_async(_navigate)(
+                guard=self.guard,
                 terminal_id=self.terminal_id,
                 user=self.user,
                 action=command["action"],
@@ -335,11 +344,21 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
             )
         except services.GalleryError as error:
             await self._send_error(error.code, error.message)
+            return
         except Terminal.DoesNotExist:
             await self._close_gone()
-        except DatabaseError:
-            logger.exception("Navigating terminal %s failed", self.terminal_id)
+            return
+        except OUTAGES as error:
+            logger.warning(
+                "Terminal %s: navigating for %s failed (%s)",
+                self.terminal_id,
+                self.guard.who,
+                layer_failure(error),
+            )
             await self._send_error("unavailable", "The gallery is busy; please try again.")
+            return
+        if not login_holds:
+            await self._close_login_gone()
 
     async def sync(self, command: events.SyncCommand) -> None:
         """Runs on `terminal.sync` (after a reconnect or a gap in versions): answer this
@@ -590,10 +609,20 @@ def _state_and_rights(
 
 
 def _navigate(
-    *, terminal_id: int, user: selectors.AnyUser, action: str, image_id: int | None
-) -> None:
+    *,
+    guard: SocketGuard,
+    terminal_id: int,
+    user: selectors.AnyUser,
+    action: str,
+    image_id: int | None,
+) -> bool:
+    """The login check and the move in one trip to the database thread; False, having
+    moved nothing, when the login behind the socket has ended."""
+    if not guard.login_holds_here():
+        return False
     terminal = Terminal.objects.get(pk=terminal_id)
     services.terminal_navigate(terminal=terminal, user=user, action=action, image_id=image_id)
+    return True
 
 
 async def _start_image_relay() -> None:

@@ -482,6 +482,36 @@ async def test_a_command_after_the_session_ended_is_not_executed(world: Callable
     assert calls == ["call_before"]
 
 
+async def test_a_database_failure_while_checking_a_login_refuses_that_command_only(
+    world: Callable[[], Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The login is read in the same trip as the navigation: the session table failing
+    then ("database is locked") moves nothing and says so; the socket stays, and the
+    next command goes through."""
+    from django.contrib.sessions.backends.db import SessionStore
+    from django.db import OperationalError
+
+    terminal, _, cookie = await world()
+    controller = await open_terminal(terminal, cookie)
+    original = SessionStore.load
+
+    def locked(self: SessionStore) -> dict[str, Any]:
+        raise OperationalError("database is locked")
+
+    try:
+        monkeypatch.setattr(SessionStore, "load", locked)
+        await controller.send({"type": "terminal.navigate", "action": "next"})
+        error = await controller.receive_type("error")
+        assert error["code"] == "unavailable"
+        assert (await refreshed(terminal)).version == 0
+
+        monkeypatch.setattr(SessionStore, "load", original)
+        await controller.send({"type": "terminal.navigate", "action": "next"})
+        assert (await controller.receive_type("terminal.state"))["version"] == 1
+    finally:
+        await controller.disconnect()
+
+
 def test_checking_a_login_never_changes_the_session(owner: Any, settings: Any) -> None:
     client = Client()
     client.force_login(owner)
