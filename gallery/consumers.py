@@ -23,7 +23,13 @@ from django.contrib.auth.models import AnonymousUser
 from django.db import DatabaseError
 
 from artterminal.groups import user_group_name
-from artterminal.layers import LAYER_ERRORS, layer_failure
+from artterminal.layers import (
+    LAYER_ERRORS,
+    HeldMessage,
+    group_send_held,
+    group_sends_held,
+    layer_failure,
+)
 from artterminal.sockets import (
     CLOSE_LOGIN_GONE,
     CLOSE_TOO_MANY,
@@ -334,6 +340,7 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
         group."""
         if self.terminal_id is None or self.guard is None:
             return
+        broadcasts: list[HeldMessage] = []
         try:
             login_holds = await database_sync_to_async(_navigate)(
                 guard=self.guard,
@@ -341,6 +348,7 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
                 user=self.user,
                 action=command["action"],
                 image_id=command.get("image_id"),
+                broadcasts=broadcasts,
             )
         except services.GalleryError as error:
             await self._send_error(error.code, error.message)
@@ -357,6 +365,9 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
             )
             await self._send_error("unavailable", "The gallery is busy; please try again.")
             return
+        finally:
+            # The new state, sent from here rather than from the database thread.
+            await group_send_held(broadcasts)
         if not login_holds:
             await self._close_login_gone()
 
@@ -615,13 +626,16 @@ def _navigate(
     user: selectors.AnyUser,
     action: str,
     image_id: int | None,
+    broadcasts: list[HeldMessage],
 ) -> bool:
     """The login check and the move in one trip to the database thread; False, having
-    moved nothing, when the login behind the socket has ended."""
+    moved nothing, when the login behind the socket has ended. The new state's
+    broadcast waits in `broadcasts` for the caller to send."""
     if not guard.login_holds_here():
         return False
     terminal = Terminal.objects.get(pk=terminal_id)
-    services.terminal_navigate(terminal=terminal, user=user, action=action, image_id=image_id)
+    with group_sends_held(broadcasts):
+        services.terminal_navigate(terminal=terminal, user=user, action=action, image_id=image_id)
     return True
 
 
