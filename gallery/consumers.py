@@ -356,9 +356,13 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
         except Terminal.DoesNotExist:
             await self._close_gone()
             return
-        except OUTAGES as error:
+        except DatabaseError:
+            logger.exception("Navigating terminal %s failed", self.terminal_id)
+            await self._send_error("unavailable", "The gallery is busy; please try again.")
+            return
+        except LAYER_ERRORS as error:  # the session cache, read for the login check
             logger.warning(
-                "Terminal %s: navigating for %s failed (%s)",
+                "Terminal %s: checking the login of %s failed (%s)",
                 self.terminal_id,
                 self.guard.who,
                 layer_failure(error),

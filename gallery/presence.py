@@ -30,10 +30,10 @@ from gallery.events import terminal_viewers_message
 logger = logging.getLogger(__name__)
 
 # A socket missing this many seconds of refreshes counts as gone.
-# How long a process gathers arrivals and departures before it announces the count.
-ANNOUNCE_SECONDS = 0.2
 PRESENCE_TTL_SECONDS: Final = 60.0
 REFRESH_SECONDS: Final = PRESENCE_TTL_SECONDS / 3
+# How long a process gathers arrivals and departures before it announces the count.
+ANNOUNCE_SECONDS: Final = 0.2
 
 
 class ViewerRegistry(Protocol):
