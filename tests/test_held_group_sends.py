@@ -29,7 +29,7 @@ async def _listen(group: str) -> tuple[Any, str]:
 
 
 async def _received(layer: Any, channel: str) -> list[int]:
-    numbers = []
+    numbers: list[int] = []
     while True:
         try:
             message = await asyncio.wait_for(layer.receive(channel), 0.2)

@@ -600,7 +600,7 @@ async def test_a_crowd_arriving_at_once_is_announced_once_not_per_arrival(
 
 async def _announced(layer: Any, channel: str, quiet: float = 0.6) -> list[int]:
     """The viewer counts sent to a terminal's group until it goes quiet."""
-    counts = []
+    counts: list[int] = []
     while True:
         try:
             message = await asyncio.wait_for(layer.receive(channel), quiet)
