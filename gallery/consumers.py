@@ -91,6 +91,10 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
             "terminal.navigate": self.navigate,
             "terminal.sync": self.sync,
         }
+        # Commands whose handler checks the login itself, in the one trip to the
+        # database thread it makes anyway: every trip waits for a turn of the loop and
+        # of that thread, and navigation is the command sent many times a minute.
+        self.commands_checking_login = {"terminal.navigate"}
 
     # --- Lifecycle ------------------------------------------------------------------
 
@@ -292,29 +296,34 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
     async def _run_command(self, command: events.ClientMessage) -> None:
         if self.closing or self.guard is None:
             return
-        if command["type"] == "terminal.navigate":
-            # Checks the login on the database thread, in the same trip as the move:
-            # every trip there waits for a turn of the loop and of that thread, and
-            # navigation is the command sent many times a minute.
-            await self.navigate(cast(events.NavigateCommand, command))
+        checks_itself = command["type"] in self.commands_checking_login
+        if not checks_itself and not await self._login_holds():
             return
+        await self.commands[command["type"]](command)
+
+    async def _login_holds(self) -> bool:
+        """A fresh look at the login behind the socket before a command; False, having
+        answered or closed the socket, when the command must not run."""
+        assert self.guard is not None
         try:
             holds = await self.guard.login_holds()
         except OUTAGES as error:
-            logger.warning(
-                "Terminal %s: checking the login of %s failed (%s)",
-                self.terminal_id,
-                self.guard.who,
-                layer_failure(error),
-            )
-            await self._send_error("unavailable", "The gallery is busy; please try again.")
-            return
+            await self._login_check_failed(error)
+            return False
         if not holds:
             await self._close_login_gone()
-            return
-        if self.closing:  # closed while the login was being checked
-            return
-        await self.commands[command["type"]](command)
+            return False
+        return not self.closing  # closed while the login was being checked
+
+    async def _login_check_failed(self, error: BaseException) -> None:
+        assert self.guard is not None
+        logger.warning(
+            "Terminal %s: checking the login of %s failed (%s)",
+            self.terminal_id,
+            self.guard.who,
+            layer_failure(error),
+        )
+        await self._send_error("unavailable", "The gallery is busy; please try again.")
 
     async def _drain_commands(self) -> None:
         worker, self.worker = self.worker, None
@@ -361,13 +370,7 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
             await self._send_error("unavailable", "The gallery is busy; please try again.")
             return
         except LAYER_ERRORS as error:  # the session cache, read for the login check
-            logger.warning(
-                "Terminal %s: checking the login of %s failed (%s)",
-                self.terminal_id,
-                self.guard.who,
-                layer_failure(error),
-            )
-            await self._send_error("unavailable", "The gallery is busy; please try again.")
+            await self._login_check_failed(error)
             return
         finally:
             # The new state, sent from here rather than from the database thread.
