@@ -531,6 +531,10 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
             await self.base_send({"type": "websocket.send", "text": text})
 
     async def _send_viewers_if_changed(self) -> None:
+        # Never before the first state: the page draws the terminal from that, and the
+        # state carries the count as it stands when it is sent.
+        if self.sent_version < 0:
+            return
         if self.viewers != self.sent_viewers and not self.closing:
             self.sent_viewers = self.viewers
             await self.send_json(events.terminal_viewers_message(self.viewers))

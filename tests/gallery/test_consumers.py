@@ -23,7 +23,7 @@ from django.test import Client
 
 from artterminal.asgi import application
 from artterminal.groups import terminal_group_name
-from gallery import broadcast, presence, selectors
+from gallery import broadcast, consumers, presence, selectors
 from gallery.models import Image, Terminal, TerminalMembership
 from gallery.relay import stop_image_relay
 
@@ -580,11 +580,12 @@ async def test_a_crowd_arriving_at_once_is_announced_once_not_per_arrival(
         counts = await _announced(layer, group_listener)
         assert 1 <= len(counts) <= 3 and counts[-1] == 13, counts
         assert [m["viewers"] for m in await _heard(first)][-1] == 13
-        # Each newcomer's state carried the count as it joined; an announcement may come
-        # before or after it, and what each ends up showing is the total.
+        # Each newcomer hears its state first, with the count as it joined; what each
+        # ends up showing is the total.
         for socket in crowd:
             heard = await _heard(socket)
             assert [m["type"] for m in heard].count("terminal.state") == 1
+            assert heard[0]["type"] == "terminal.state", heard
             assert heard[-1]["viewers"] == 13
 
         await asyncio.gather(*(socket.disconnect() for socket in crowd))
@@ -596,6 +597,38 @@ async def test_a_crowd_arriving_at_once_is_announced_once_not_per_arrival(
         await asyncio.gather(*(socket.disconnect() for socket in [first, *crowd]))
         await layer.group_discard(terminal_group_name(terminal.pk), group_listener)
     assert await fresh_viewer_registry.count(terminal_id=terminal.pk) == 0
+
+
+async def test_a_count_announced_while_a_newcomer_reads_its_state_waits_for_the_state(
+    make_terminal: Callable[..., Terminal],
+    fresh_viewer_registry: presence.LocalViewers,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The page draws the terminal from its first message, so that must be the state,
+    even when an announcement reaches the socket while its state is still being read."""
+    terminal = await database_sync_to_async(make_terminal)()
+    leaving, _ = await open_socket(terminal.slug)
+    read_state = consumers._state_and_rights
+
+    def slow_read(**kwargs: Any) -> Any:
+        time.sleep(presence.ANNOUNCE_SECONDS * 3)  # on the database thread; the loop runs on
+        return read_state(**kwargs)
+
+    monkeypatch.setattr(consumers, "_state_and_rights", slow_read)
+    newcomer = Socket(terminal.slug)
+    connecting = asyncio.create_task(newcomer.connect())
+    try:
+        # Counted means listening: the newcomer joined the feed before it was counted.
+        while await fresh_viewer_registry.count(terminal_id=terminal.pk) < 2:
+            await asyncio.sleep(0.01)
+        await leaving.disconnect()  # announced, as 1, while the newcomer's state is read
+        connected, _ = await connecting
+        assert connected
+        heard = await _heard(newcomer)
+        assert heard[0]["type"] == "terminal.state", heard
+        assert heard[-1]["viewers"] == 1, heard
+    finally:
+        await newcomer.disconnect()
 
 
 async def _announced(layer: Any, channel: str, quiet: float = 0.6) -> list[int]:
