@@ -4,6 +4,9 @@ It speaks just enough of the terminal socket for the same benchmark clients: a s
 gets the current `terminal.state` on connect, and every `terminal.navigate` bumps the
 version and sends one JSON encoding of the new state to every socket. No database, no
 channel layer, no per-socket rights: the floor that the real path is measured against.
+Nor compression: Daphne declines permessage-deflate, so a baseline that accepted it
+(as `websockets` does by default) would spend its time deflating every frame for each
+socket, work the site never does, and flatter the site's ratio.
 
 Run as `python -m bench.broadcast_server --fd N` on a socket the benchmark bound.
 """
@@ -69,7 +72,7 @@ class Broadcaster:
 async def serve_forever(fd: int) -> None:
     listener = socket.socket(fileno=fd)
     broadcaster = Broadcaster()
-    async with serve(broadcaster.handle, sock=listener, max_queue=None) as server:
+    async with serve(broadcaster.handle, sock=listener, max_queue=None, compression=None) as server:
         await server.serve_forever()
 
 

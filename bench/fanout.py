@@ -15,6 +15,7 @@ next, a baseline measured once, before everything else, set the ratios by luck.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -22,6 +23,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -197,7 +199,10 @@ def _bind() -> socket.socket:
     return listener
 
 
-async def _baseline(viewers: int, navigations: int) -> Run:
+@contextlib.contextmanager
+def baseline_server() -> Iterator[str]:
+    """The `websockets` broadcast server in its own process, as the site runs in its
+    own; yields its URL."""
     listener = _bind()
     port = listener.getsockname()[1]
     process = subprocess.Popen(
@@ -207,18 +212,22 @@ async def _baseline(viewers: int, navigations: int) -> Run:
     )
     listener.close()
     try:
-        url = f"ws://127.0.0.1:{port}/"
+        yield f"ws://127.0.0.1:{port}/"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+async def _baseline(viewers: int, navigations: int) -> Run:
+    with baseline_server() as url:
         return await drive(
             viewer_url=url,
             controller_url=url,
-            origin=f"http://127.0.0.1:{port}",
+            origin=url.replace("ws://", "http://").rstrip("/"),
             cookie="",
             viewers=viewers,
             navigations=navigations,
         )
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 async def _site(options: Options, label: str, viewers: int, navigations: int, **env: str) -> Run:

@@ -57,6 +57,33 @@ def test_benchmark_runs_and_writes_results(name: str, tmp_path: Path) -> None:
         assert picture.width > 0 and picture.height > 0
 
 
+@pytest.mark.slow
+async def test_fanout_baseline_speaks_the_same_websocket_as_the_site(tmp_path: Path) -> None:
+    """The clients offer permessage-deflate; Daphne declines it. A baseline accepting it
+    would deflate every frame per socket, work the site never does."""
+    from websockets.asyncio.client import connect
+
+    from bench import fanout, server
+
+    async def extensions(url: str, origin: str) -> list[str]:
+        async with connect(url, origin=origin) as ws:  # type: ignore[arg-type]
+            assert isinstance(json.loads(await ws.recv()), dict)
+            return [extension.name for extension in ws.protocol.extensions]
+
+    site, listener = server.prepare_site(tmp_path / "site")
+    seeded = site.manage("seed_terminal", slug="fanout", images=2)
+    server.start_site(site, listener)
+    try:
+        site_extensions = await extensions(
+            f"{site.ws_url}/ws/terminals/{seeded['slug']}/", site.url
+        )
+    finally:
+        server.stop_site(site)
+    with fanout.baseline_server() as url:
+        baseline_extensions = await extensions(url, url.replace("ws://", "http://"))
+    assert site_extensions == baseline_extensions == []
+
+
 def test_report_ratio_and_table() -> None:
     from bench import report
     from bench.common import Entry, percentile
