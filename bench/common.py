@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 
 @dataclass(frozen=True)
@@ -72,3 +75,34 @@ def at_most(value: float, limit: float) -> bool:
 
 def at_least(value: float, limit: float) -> bool:
     return math.isfinite(value) and value >= limit
+
+
+class CpuSplit(NamedTuple):
+    """The machine's CPUs split between a server under test and the clients driving it,
+    so the clients' work does not land on the server's core, nor the other way round."""
+
+    server: frozenset[int]
+    clients: frozenset[int]
+
+
+def cpu_split() -> CpuSplit | None:
+    """The last CPU for the server, the rest for the clients; None with a single CPU."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None
+    return CpuSplit(server=frozenset(cpus[-1:]), clients=frozenset(cpus[:-1]))
+
+
+@contextlib.contextmanager
+def pinned(cpus: frozenset[int] | None) -> Iterator[None]:
+    """The calling thread on `cpus` meanwhile, and so every process it starts meanwhile
+    (a child inherits the mask of the thread that starts it); None changes nothing."""
+    if cpus is None:
+        yield
+        return
+    own = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, own)

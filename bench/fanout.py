@@ -10,6 +10,9 @@ is kept busy without an unbounded queue.
 The runs alternate, ROUNDS times (baseline, in-memory, Redis, baseline, ...), and each
 figure pools its rounds: on a shared machine whose speed drifts from one minute to the
 next, a baseline measured once, before everything else, set the ratios by luck.
+
+Each server runs on a CPU of its own and the clients on the others (bench.common.
+cpu_split), so neither side's work lands on the other's core.
 """
 
 from __future__ import annotations
@@ -29,7 +32,16 @@ from dataclasses import dataclass, field
 from websockets.asyncio.client import ClientConnection, connect
 
 from bench import server
-from bench.common import Entry, Options, Outcome, at_least, at_most, percentile
+from bench.common import (
+    Entry,
+    Options,
+    Outcome,
+    at_least,
+    at_most,
+    cpu_split,
+    percentile,
+    pinned,
+)
 
 VIEWERS = 200
 NAVIGATIONS = 300
@@ -200,16 +212,17 @@ def _bind() -> socket.socket:
 
 
 @contextlib.contextmanager
-def baseline_server() -> Iterator[str]:
-    """The `websockets` broadcast server in its own process, as the site runs in its
-    own; yields its URL."""
+def baseline_server(cpus: frozenset[int] | None = None) -> Iterator[str]:
+    """The `websockets` broadcast server in its own process (on `cpus`), as the site
+    runs in its own; yields its URL."""
     listener = _bind()
     port = listener.getsockname()[1]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bench.broadcast_server", "--fd", str(listener.fileno())],
-        cwd=server.REPO_ROOT,
-        pass_fds=(listener.fileno(),),
-    )
+    with pinned(cpus):
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bench.broadcast_server", "--fd", str(listener.fileno())],
+            cwd=server.REPO_ROOT,
+            pass_fds=(listener.fileno(),),
+        )
     listener.close()
     try:
         yield f"ws://127.0.0.1:{port}/"
@@ -219,7 +232,8 @@ def baseline_server() -> Iterator[str]:
 
 
 async def _baseline(viewers: int, navigations: int) -> Run:
-    with baseline_server() as url:
+    split = cpu_split()
+    with baseline_server(split and split.server) as url, pinned(split and split.clients):
         return await drive(
             viewer_url=url,
             controller_url=url,
@@ -237,18 +251,21 @@ async def _site(options: Options, label: str, viewers: int, navigations: int, **
     env.setdefault("WEBSOCKET_MESSAGE_BURST", "1000")
     site, listener = server.prepare_site(options.workdir / f"fanout-{label}", **env)
     seeded = site.manage("seed_terminal", slug="fanout", images=20)
-    server.start_site(site, listener)
+    split = cpu_split()
+    with pinned(split and split.server):
+        server.start_site(site, listener)
     try:
         cookie = "; ".join(f"{name}={value}" for name, value in seeded["owner"].items())
         url = f"{site.ws_url}/ws/terminals/{seeded['slug']}/"
-        return await drive(
-            viewer_url=url,
-            controller_url=url,
-            origin=site.url,
-            cookie=cookie,
-            viewers=viewers,
-            navigations=navigations,
-        )
+        with pinned(split and split.clients):
+            return await drive(
+                viewer_url=url,
+                controller_url=url,
+                origin=site.url,
+                cookie=cookie,
+                viewers=viewers,
+                navigations=navigations,
+            )
     finally:
         server.stop_site(site)
 
