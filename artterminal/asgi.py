@@ -14,9 +14,13 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 from channels.sessions import CookieMiddleware  # noqa: E402
 from django.conf import settings  # noqa: E402
 
+from artterminal import eager_writes  # noqa: E402
 from artterminal.sockets import SocketSessionMiddleware  # noqa: E402
 from gallery.routing import websocket_urlpatterns as gallery_websockets  # noqa: E402
 from voice.routing import websocket_urlpatterns as voice_websockets  # noqa: E402
+
+# Daphne serves on Twisted: its sockets send at once when nothing is queued.
+eager_writes.install()
 
 http_app = django_asgi_app
 if settings.DEBUG:
