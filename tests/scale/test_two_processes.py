@@ -268,3 +268,18 @@ def test_the_token_rate_limit_holds_across_both_processes(cluster: Cluster) -> N
     assert all(200 <= status < 300 for status in single_statuses[:-1]), single_statuses
     # With a per-process counter the alternating user would get about twice as many.
     assert alternating == single
+
+
+def test_the_states_own_statements_select_what_terminal_images_does_on_postgresql(
+    cluster: Cluster,
+) -> None:
+    """The state's hand-written SQL (gallery.selectors._strip_sql), on the database
+    production runs; tests/gallery/test_query_costs runs the same check on SQLite."""
+    problems = cluster.python(
+        "from django.db import connection\n"
+        "from tests.gallery import state_check\n"
+        "assert connection.vendor == 'postgresql', connection.vendor\n"
+        f"terminal = state_check.build_mixed_terminals('mixed-{secrets.token_hex(4)}')\n"
+        "result = state_check.state_mismatches(terminal)"
+    )
+    assert problems == []
