@@ -644,9 +644,10 @@ def _navigate(
     broadcast waits in `broadcasts` for the caller to send."""
     if not guard.login_holds_here():
         return False
-    terminal = Terminal.objects.get(pk=terminal_id)
     with group_sends_held(broadcasts):
-        services.terminal_navigate(terminal=terminal, user=user, action=action, image_id=image_id)
+        services.terminal_navigate(
+            terminal_id=terminal_id, user=user, action=action, image_id=image_id
+        )
     return True
 
 

@@ -51,25 +51,28 @@ class InvalidRequest(GalleryError):
 
 def terminal_navigate(
     *,
-    terminal: Terminal,
+    terminal_id: int,
     user: selectors.AnyUser,
     action: str,
     image_id: int | None = None,
     position: int | None = None,
     query: str = "",
 ) -> Terminal:
-    """Move a terminal to another of its images and bump its version by exactly one.
+    """Move a terminal to another of its images and bump its version by exactly one;
+    returns the terminal as moved. Terminal.DoesNotExist when it is gone.
 
     The terminal row is locked for the read-modify-write, so two controllers racing
-    each get their own version and neither update is lost.
+    each get their own version and neither update is lost. Who may drive it is read
+    from that locked row: an owner changed a moment ago counts, and the caller need
+    not read the terminal first (the terminal socket does this on every command).
     """
     if action not in NAVIGATE_ACTIONS:
         raise InvalidRequest(f"Unknown navigation action “{action}”.", code="invalid_action")
-    if not selectors.terminal_can_control(user=user, terminal=terminal):
-        raise NotAllowed("You may watch this terminal but not control it.")
 
     with transaction.atomic():
-        locked = Terminal.objects.select_for_update().get(pk=terminal.pk)
+        locked = Terminal.objects.select_for_update().get(pk=terminal_id)
+        if not selectors.terminal_can_control(user=user, terminal=locked):
+            raise NotAllowed("You may watch this terminal but not control it.")
         images = selectors.terminal_images(terminal=locked)
         target = _navigation_target(
             locked, images, action=action, image_id=image_id, position=position, query=query

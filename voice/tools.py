@@ -97,7 +97,7 @@ def _navigate(context: ToolContext, arguments: dict[str, Any]) -> ToolOutput:
         raise ToolArgumentsInvalid("A query is only used with the action “search”.")
     service_action = {"goto": "position"}.get(action, action)
     terminal = gallery_services.terminal_navigate(
-        terminal=context.terminal,
+        terminal_id=context.terminal.pk,
         user=context.user,
         action=service_action,
         position=arguments.get("position"),

@@ -41,7 +41,7 @@ async def test_many_viewers_are_one_group_member_and_all_see_each_state(
         assert feeds().members(terminal.pk) == 6
         for _ in range(3):
             await database_sync_to_async(services.terminal_navigate)(
-                terminal=await database_sync_to_async(Terminal.objects.get)(pk=terminal.pk),
+                terminal_id=terminal.pk,
                 user=owner,
                 action="next",
             )
@@ -121,7 +121,7 @@ async def test_a_state_arriving_during_the_handshake_waits_for_it(
     async def group_add(group: str, channel: str) -> None:
         if group.startswith("user"):  # the owner's socket, between feed and accept
             await database_sync_to_async(services.terminal_navigate)(
-                terminal=await database_sync_to_async(Terminal.objects.get)(pk=terminal.pk),
+                terminal_id=terminal.pk,
                 user=owner,
                 action="next",
             )

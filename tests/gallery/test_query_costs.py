@@ -48,10 +48,12 @@ def test_navigating_costs_the_same_few_queries_however_many_images(
     costs = []
     for slug, images in (("small", 3), ("large", 12)):
         terminal = make_terminal(slug=slug, images=images)
-        services.terminal_navigate(terminal=terminal, user=owner, action="position", position=2)
+        services.terminal_navigate(
+            terminal_id=terminal.pk, user=owner, action="position", position=2
+        )
 
         def navigate(terminal: Terminal = terminal) -> None:
-            services.terminal_navigate(terminal=terminal, user=owner, action=action)
+            services.terminal_navigate(terminal_id=terminal.pk, user=owner, action=action)
 
         costs.append(len(_queries(navigate)))
     assert costs == [NAVIGATE_QUERIES, NAVIGATE_QUERIES]
@@ -66,7 +68,7 @@ def test_positions_from_the_fewer_queries_match_a_count_of_the_shown_images(
     shown = list(selectors.terminal_images(terminal=terminal))
     for index, image in enumerate(shown):
         moved = services.terminal_navigate(
-            terminal=terminal, user=owner, action="goto", image_id=image.pk
+            terminal_id=terminal.pk, user=owner, action="goto", image_id=image.pk
         )
         state = selectors.terminal_state(terminal=moved)
         assert (state["image"]["position"], state["image"]["count"]) == (index + 1, len(shown))

@@ -20,7 +20,9 @@ pytestmark = pytest.mark.django_db
 
 
 def navigate(terminal: Terminal, user: Any, action: str, **arguments: Any) -> Terminal:
-    return services.terminal_navigate(terminal=terminal, user=user, action=action, **arguments)
+    return services.terminal_navigate(
+        terminal_id=terminal.pk, user=user, action=action, **arguments
+    )
 
 
 def image_ids(terminal: Terminal) -> list[int]:

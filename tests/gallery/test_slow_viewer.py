@@ -46,7 +46,7 @@ def _navigate_many(terminal: Terminal, user: Any, count: int) -> int:
     broadcast.terminal_access_changed(terminal_id=terminal.pk)
     time.sleep(0.2)  # the viewer is now waiting for the database thread
     for _ in range(count):
-        terminal = services.terminal_navigate(terminal=terminal, user=user, action="next")
+        terminal = services.terminal_navigate(terminal_id=terminal.pk, user=user, action="next")
     return terminal.version
 
 

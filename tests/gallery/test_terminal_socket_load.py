@@ -137,7 +137,7 @@ async def test_navigation_saves_do_not_make_viewers_reread_their_rights(
     try:
         for _ in range(3):
             await database_sync_to_async(services.terminal_navigate)(
-                terminal=terminal, user=owner, action="next"
+                terminal_id=terminal.pk, user=owner, action="next"
             )
         for expected in (1, 2, 3):
             assert (await viewer.receive_type("terminal.state"))["version"] == expected
@@ -256,7 +256,7 @@ def test_a_navigation_commits_when_its_broadcast_cannot_be_sent(
 ) -> None:
     terminal = make_terminal(images=3)
     with caplog.at_level(logging.WARNING):
-        moved = services.terminal_navigate(terminal=terminal, user=owner, action="next")
+        moved = services.terminal_navigate(terminal_id=terminal.pk, user=owner, action="next")
     assert moved.version == 1 and _version(terminal) == 1
     [record] = [r for r in caplog.records if r.name == "gallery.broadcast"]
     assert record.levelno == logging.WARNING and record.exc_info is None

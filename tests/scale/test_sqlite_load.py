@@ -41,7 +41,9 @@ def write():
     try:
         while time.monotonic() < deadline:
             try:
-                moved = terminal_navigate(terminal=terminal, user=terminal.owner, action="next")
+                moved = terminal_navigate(
+                    terminal_id=terminal.pk, user=terminal.owner, action="next"
+                )
             except Exception as error:
                 with lock:
                     errors.append(f"{type(error).__name__}: {error}")

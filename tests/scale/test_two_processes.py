@@ -170,7 +170,7 @@ async def test_an_idle_viewer_still_receives_a_change_made_by_another_process(
             "from gallery.models import Terminal\n"
             "from gallery.services import terminal_navigate\n"
             "terminal = Terminal.objects.get(slug='idle')\n"
-            "terminal_navigate(terminal=terminal, user=terminal.owner, action='last')",
+            "terminal_navigate(terminal_id=terminal.pk, user=terminal.owner, action='last')",
         )
         moved = await receive_until(viewer, cluster, is_state)
 
