@@ -64,7 +64,7 @@ def terminal_navigate(
     The terminal row is locked for the read-modify-write, so two controllers racing
     each get their own version and neither update is lost. Who may drive it is read
     from that locked row: an owner changed a moment ago counts, and the caller need
-    not read the terminal first (the terminal socket does this on every command).
+    not read the terminal first (the terminal socket calls this on every command).
     """
     if action not in NAVIGATE_ACTIONS:
         raise InvalidRequest(f"Unknown navigation action “{action}”.", code="invalid_action")
