@@ -23,7 +23,7 @@ import httpx
 from bench import rtc, server
 from bench.common import Entry, Options, Outcome, at_least, percentile
 
-LEVELS = (1, 2, 4, 8, 12, 16)
+LEVELS = (1, 2, 4, 8, 12, 16, 20, 24, 28, 32)
 ROUNDS = 3
 GAP_SECONDS = 1.5
 LAG_LIMIT_MS = 300.0
