@@ -1,12 +1,18 @@
 """ASGI entry point: HTTP through Django, websockets through Channels routing."""
 
 import os
+from typing import Any
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "artterminal.settings")
 # Django must be set up before anything imports models (the consumers do).
-django_asgi_app = get_asgi_application()
+django.setup(set_prefix=False)
+
+from artterminal.request_threads import PooledThreadsASGIHandler  # noqa: E402
+
+# As get_asgi_application(), with request threads kept between requests.
+django_asgi_app = PooledThreadsASGIHandler()
 
 from channels.auth import AuthMiddleware  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
@@ -22,7 +28,7 @@ from voice.routing import websocket_urlpatterns as voice_websockets  # noqa: E40
 # Daphne serves on Twisted: its sockets send at once when nothing is queued.
 eager_writes.install()
 
-http_app = django_asgi_app
+http_app: Any = django_asgi_app
 if settings.DEBUG:
     # Daphne serves no static files itself; in development the site does.
     from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler

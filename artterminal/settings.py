@@ -89,12 +89,15 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "timeout": env.int("SQLITE_BUSY_TIMEOUT", default=20),
     }
-    # Sockets' database calls share one thread: keeping its connection saves a connect
-    # (and the PRAGMAs above) per call. Requests still close theirs (artterminal.sqlite).
+    # Sockets' database calls share one thread, and requests borrow threads from a pool
+    # (artterminal.request_threads): keeping each thread's connection saves a connect
+    # (and the PRAGMAs above) per call.
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("SQLITE_CONN_MAX_AGE", default=60)
 else:
-    # Under ASGI a persistent connection can outlive the thread that opened it, so Django
-    # advises CONN_MAX_AGE=0 there; put PgBouncer in front when connects become the cost.
+    # Django advises CONN_MAX_AGE=0 under ASGI, where each request would open its own.
+    # Here requests reuse pooled threads (artterminal.request_threads), so a positive
+    # value keeps a connection per thread: up to IDLE_THREADS a process, mind
+    # PostgreSQL's max_connections. PgBouncer in front is the other way.
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=0)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

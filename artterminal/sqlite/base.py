@@ -13,8 +13,6 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from django.core.signals import request_finished
-from django.db import connections
 from django.db.backends.sqlite3 import base
 from django.db.utils import OperationalError
 
@@ -68,19 +66,3 @@ class DatabaseWrapper(base.DatabaseWrapper):
             super()._close()  # type: ignore[misc]
         finally:
             self._release()
-
-
-def _close_at_request_end(**kwargs: Any) -> None:
-    """A request's connection closes with it, whatever CONN_MAX_AGE says.
-
-    Under ASGI each request runs its sync code on a thread of its own, whose connection
-    nothing else would close (they piled up as open files until garbage collection),
-    while the sockets' database calls share one long-lived thread whose connection
-    CONN_MAX_AGE keeps. request_finished is sent on the request's own thread.
-    """
-    for connection in connections.all(initialized_only=True):
-        if isinstance(connection, DatabaseWrapper):
-            connection.close()
-
-
-request_finished.connect(_close_at_request_end, dispatch_uid="artterminal.sqlite.close")

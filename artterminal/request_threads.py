@@ -1,0 +1,76 @@
+"""Threads for the synchronous half of HTTP requests, kept from one request to the next.
+
+Django's ASGI handler runs a request's synchronous code (middleware, sync views, the
+request signals) in a context of its own, which asgiref serves with a thread made for
+that request alone: a thread start and a database connect (for SQLite its PRAGMAs and a
+read of the schema) on every request. Here a request borrows a thread from this
+process's pool instead, through asgiref's own `ThreadSensitiveContext(executor=...)`,
+and gives it back when it is done; the thread's connection lives on for the next
+request, as CONN_MAX_AGE says.
+
+The pool never makes a request wait: one that finds no idle thread gets a new one. A
+bounded pool could deadlock, as a request may wait on another request to this same
+process (the site mints its voice keys at its own engine). At most IDLE_THREADS idle
+threads are kept; a thread beyond that closes its connections and ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from asgiref.sync import ThreadSensitiveContext
+from django.core.handlers.asgi import ASGIHandler
+from django.db import connections
+
+# Enough for the requests one process serves at once under load (the token bench runs
+# 20); a burst beyond it makes threads that end when it is over.
+IDLE_THREADS = 32
+
+
+class RequestThreads:
+    """A process's idle request threads, each an executor of one worker."""
+
+    def __init__(self, *, keep: int = IDLE_THREADS) -> None:
+        self.keep = keep
+        self.idle: list[ThreadPoolExecutor] = []
+
+    @contextlib.asynccontextmanager
+    async def borrowed(self) -> AsyncIterator[None]:
+        """Thread-sensitive code inside runs on one thread of the pool, as asgiref runs
+        a request's on a thread of its own."""
+        executor = (
+            self.idle.pop()
+            if self.idle
+            else ThreadPoolExecutor(max_workers=1, thread_name_prefix="request")
+        )
+        try:
+            async with ThreadSensitiveContext(executor=executor):
+                yield
+        finally:
+            # A request cancelled mid-view may leave its sync code running: the next
+            # request's work queues behind it on the executor's one worker.
+            if len(self.idle) < self.keep:
+                self.idle.append(executor)
+            else:
+                _retire(executor)
+
+
+def _retire(executor: ThreadPoolExecutor) -> None:
+    executor.submit(connections.close_all)
+    executor.shutdown(wait=False)
+
+
+request_threads = RequestThreads()
+
+
+class PooledThreadsASGIHandler(ASGIHandler):
+    """Django's ASGI handler, running each request's synchronous code on a pooled thread."""
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
+        async with request_threads.borrowed():
+            await self.handle(scope, receive, send)

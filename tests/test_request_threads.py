@@ -1,0 +1,142 @@
+"""HTTP requests run their synchronous code on threads kept between requests."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from asgiref.testing import ApplicationCommunicator
+from django.core.signals import request_started
+from django.db import connection, connections
+from django.db.backends.signals import connection_created
+
+from artterminal.asgi import application
+from artterminal.request_threads import RequestThreads
+
+
+async def _get(path: str) -> int:
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"testserver")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
+    communicator = ApplicationCommunicator(application, scope)
+    await communicator.send_input({"type": "http.request", "body": b"", "more_body": False})
+    start = await communicator.receive_output(10)
+    while (await communicator.receive_output(10)).get("more_body"):
+        pass
+    await communicator.wait(10)
+    status: int = start["status"]
+    return status
+
+
+async def test_requests_one_after_another_share_a_thread_and_its_connection(
+    transactional_db: None,
+) -> None:
+    threads: list[int] = []
+    connects: list[int] = []
+
+    def on_request(**kwargs: Any) -> None:
+        threads.append(threading.get_ident())
+
+    def on_connect(**kwargs: Any) -> None:
+        connects.append(threading.get_ident())
+
+    request_started.connect(on_request)
+    connection_created.connect(on_connect)
+    try:
+        assert await _get("/terminals/") == 200
+        assert await _get("/terminals/") == 200
+        assert await _get("/terminals/") == 200
+    finally:
+        request_started.disconnect(on_request)
+        connection_created.disconnect(on_connect)
+    assert len(threads) == 3
+    assert len(set(threads)) == 1, "each request ran on a thread of its own"
+    assert threads[0] != threading.get_ident()
+    # The first request may connect; the ones after it use the same connection.
+    assert connects in ([], threads[:1])
+
+
+def _held_until(event: threading.Event) -> int:
+    assert event.wait(10), "the other request never ran"
+    return threading.get_ident()
+
+
+def _release(event: threading.Event) -> int:
+    event.set()
+    return threading.get_ident()
+
+
+async def test_a_request_that_waits_on_another_never_waits_for_a_thread() -> None:
+    # As a token request waits on the engine served by the same process: a pool that
+    # made the second request wait for the first one's thread would never finish.
+    pool = RequestThreads(keep=1)
+    released = threading.Event()
+
+    async def request(work: Any) -> int:
+        async with pool.borrowed():
+            thread: int = await sync_to_async(work, thread_sensitive=True)(released)
+            return thread
+
+    first = asyncio.create_task(request(_held_until))
+    await asyncio.sleep(0.05)
+    second = asyncio.create_task(request(_release))
+    threads = await asyncio.wait_for(asyncio.gather(first, second), 15)
+    assert threads[0] != threads[1]
+    assert len(pool.idle) == 1
+
+
+def _open_connection() -> tuple[threading.Thread, Any]:
+    connection.ensure_connection()
+    return threading.current_thread(), connection
+
+
+async def test_idle_threads_beyond_the_pool_close_their_connections_and_end(
+    transactional_db: None, monkeypatch: Any
+) -> None:
+    # The test database lives in memory, where Django ignores close(): note who asks.
+    closed_on: list[threading.Thread] = []
+    wrapper_class = type(connections["default"])
+    close = wrapper_class.close
+
+    def noted_close(wrapper: Any) -> None:
+        closed_on.append(threading.current_thread())
+        close(wrapper)
+
+    monkeypatch.setattr(wrapper_class, "close", noted_close)
+    pool = RequestThreads(keep=1)
+    both_inside = asyncio.Barrier(2)
+    opened: list[tuple[threading.Thread, Any]] = []
+
+    async def request() -> None:
+        async with pool.borrowed():
+            opened.append(await sync_to_async(_open_connection, thread_sensitive=True)())
+            await both_inside.wait()  # so neither finds the other's thread idle
+
+    await asyncio.wait_for(asyncio.gather(request(), request()), 15)
+    assert len(pool.idle) == 1
+    assert opened[0][0] is not opened[1][0]
+    deadline = time.monotonic() + 10
+    while all(thread.is_alive() for thread, _ in opened) and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    ended = [(thread, wrapper) for thread, wrapper in opened if not thread.is_alive()]
+    assert len(ended) == 1, "one thread beyond the pool's size should have ended"
+    assert closed_on == [ended[0][0]], "it ended without closing its connection"
+    # The kept thread is the one the next request gets.
+    async with pool.borrowed():
+        thread, _ = await sync_to_async(_open_connection, thread_sensitive=True)()
+        await sync_to_async(connections.close_all, thread_sensitive=True)()
+    assert thread.is_alive() and thread in [t for t, _ in opened]
