@@ -33,6 +33,27 @@ def voice_sessions_open_exist() -> bool:
     return VoiceSession.objects.filter(status__in=OPEN_STATUSES).exists()
 
 
+def voice_sessions_maybe_due(
+    *,
+    user_id: int | None,
+    expired_before: datetime,
+    minted_before: datetime,
+    started_before: datetime,
+) -> bool:
+    """Whether any session (of the user `user_id`, or anyone's) is minted with a key that expired
+    before `expired_before` (with none recorded, minted before `minted_before`) or active
+    since before `started_before`: a superset of what the expiry rules find."""
+    minted, active = VoiceSession.Status.MINTED, VoiceSession.Status.ACTIVE
+    due = VoiceSession.objects.filter(
+        Q(status=minted, token_expires_at__lt=expired_before)
+        | Q(status=minted, token_expires_at__isnull=True, created_at__lt=minted_before)
+        | Q(status=active, started_at__lt=started_before)
+    )
+    if user_id is not None:
+        due = due.filter(user_id=user_id)
+    return due.exists()
+
+
 def voice_sessions_unused(
     *, expired_before: datetime, minted_before: datetime
 ) -> QuerySet[VoiceSession]:

@@ -258,11 +258,24 @@ def voice_sessions_expire(*, user: Any = None, now: datetime | None = None) -> l
     """
     now = now or timezone.now()
     ttl = timedelta(seconds=settings.REALTIME_TOKEN_TTL_SECONDS)
+    expired_before, minted_before = now - UNUSED_KEY_GRACE, now - ttl - UNUSED_KEY_GRACE
+    # At the token endpoint nothing is due in the common case, even for a user with
+    # sessions open (a reloaded page): one plain query for a superset of every rule's
+    # finds (an expired key, or a call older than the shortest call limit) comes first.
+    # The rules' own query, OR-ed and with a subquery, took a quarter of the endpoint's
+    # time to build (make bench --only token, py-spy).
+    if not selectors.voice_sessions_maybe_due(
+        user_id=None if user is None else user.pk,
+        expired_before=expired_before,
+        minted_before=minted_before,
+        started_before=now - min(MAX_SILENCE, MAX_CALL_DURATION),
+    ):
+        return []
     rules = [
         (
             "the call never started: its key expired unused",
             selectors.voice_sessions_unused(
-                expired_before=now - UNUSED_KEY_GRACE, minted_before=now - ttl - UNUSED_KEY_GRACE
+                expired_before=expired_before, minted_before=minted_before
             ),
         ),
         (
@@ -276,8 +289,6 @@ def voice_sessions_expire(*, user: Any = None, now: datetime | None = None) -> l
     ]
     if user is not None:
         rules = [(reason, due.filter(user_id=user.pk)) for reason, due in rules]
-    # One query for what any rule finds: at the token endpoint nothing is due in the
-    # common case, even for a user with a session open (a reloaded page).
     any_due = reduce(operator.or_, (due for _, due in rules))
     due_pks = list(any_due.values_list("pk", flat=True))
     if not due_pks:
