@@ -105,17 +105,16 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # --- Channels and cache ---------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="")
 if REDIS_URL:
+    from redis.connection import parse_url as parse_redis_url
+
     CHANNEL_LAYERS = {
         "default": {
-            # channels_redis's, with its background cleaning surviving a Redis restart.
-            "BACKEND": "artterminal.layers.RedisChannelLayer",
+            # channels_redis's pub/sub layer, whose receivers hear of an outage.
+            "BACKEND": "artterminal.layers.RedisPubSubChannelLayer",
             "CONFIG": {
-                # redis-py 8 times reads out after 5 s by default, exactly as long as
-                # channels_redis blocks waiting for a message: every idle socket would
-                # crash. A longer timeout still notices a Redis that went away.
                 "hosts": [{"address": REDIS_URL, "socket_timeout": 15}],
-                "capacity": 1000,
-                "expiry": 30,
+                # Pub/sub channels are shared by every database of a Redis server.
+                "prefix": f"artterminal{parse_redis_url(REDIS_URL).get('db', 0)}.",
             },
         }
     }

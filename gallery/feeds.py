@@ -31,7 +31,7 @@ from gallery.catch_up import catch_up
 
 logger = logging.getLogger(__name__)
 
-# Layers forget a group member after their group_expiry (a day for channels_redis): a
+# Layers may forget a group member after their group_expiry (a day in memory): a
 # feed living that long joins again well before.
 REJOIN_SECONDS = 3600.0
 # A message is handed to this many sockets at a time, then the loop has a turn: Daphne

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from django.core.files.base import ContentFile
 from PIL import Image as PILImage
 
 from gallery.models import Image, Terminal, TerminalMembership
+from tests.live import RedisServer
 
 User = get_user_model()
 
@@ -27,6 +29,21 @@ def media_root(settings: Any, tmp_path: Path) -> Path:
 @pytest.fixture(autouse=True)
 def in_memory_channel_layer(settings: Any) -> None:
     settings.CHANNEL_LAYERS = {"default": {"BACKEND": "artterminal.layers.InMemoryChannelLayer"}}
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of the test's own, to kill and restart (never the machine's)."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    workdir = tmp_path / "redis"
+    workdir.mkdir()
+    server = RedisServer(workdir)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

@@ -123,7 +123,7 @@ class TestChannelLayerCheck:
         settings.WEB_CONCURRENCY = 8
         settings.CHANNEL_LAYERS = {
             "default": {
-                "BACKEND": "channels_redis.core.RedisChannelLayer",
+                "BACKEND": "artterminal.layers.RedisPubSubChannelLayer",
                 "CONFIG": {"hosts": ["redis://127.0.0.1:6379/0"]},
             }
         }
@@ -224,9 +224,8 @@ def test_redis_url_switches_layer_cache_and_sessions_together() -> None:
         "print(s.CHANNEL_LAYERS['default']['BACKEND'], s.CACHES['default']['BACKEND'], "
         "s.SESSION_ENGINE, s.DATABASES['default']['ENGINE'], "
         "s.DATABASES['default']['CONN_HEALTH_CHECKS'], "
-        # A read timeout within channels_redis's blocking pop would crash idle sockets.
-        "s.CHANNEL_LAYERS['default']['CONFIG']['hosts'][0]['socket_timeout'] "
-        "> __import__('channels_redis.core').core.RedisChannelLayer.brpop_timeout)"
+        # Pub/sub channels are shared by a server's databases: each its own names.
+        "s.CHANNEL_LAYERS['default']['CONFIG']['prefix'])"
     )
     result = _run(
         ["-c", probe],
@@ -238,10 +237,10 @@ def test_redis_url_switches_layer_cache_and_sessions_together() -> None:
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [
-        "artterminal.layers.RedisChannelLayer",
+        "artterminal.layers.RedisPubSubChannelLayer",
         "django.core.cache.backends.redis.RedisCache",
         "artterminal.sessions",
         "django.db.backends.postgresql",
         "True",
-        "True",
+        "artterminal3.",
     ]

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import re
 import secrets
-import shutil
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,72 +21,13 @@ from typing import Any
 import pytest
 
 from tests import live
-from tests.live import base_environment, django_python, free_port, migrate
+from tests.live import RedisServer, base_environment, django_python, free_port, migrate
 from tests.scale.conftest import postgres_database
 
-__all__ = ["Daphnes", "RedisServer", "postgres_database"]
+__all__ = ["Daphnes", "postgres_database"]
 
 # What a healthy server never prints, whatever its clients do.
 SERVER_FAILURE = re.compile(r"Traceback|\bERROR\b|\bCRITICAL\b")
-
-
-class RedisServer:
-    """A throwaway redis-server on a free loopback port, without persistence, so a
-    restart comes back empty, as a Redis that lost its memory does."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.workdir = workdir
-        self.process: subprocess.Popen[bytes] | None = None
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        executable = shutil.which("redis-server")
-        assert executable is not None
-        log = (self.workdir / "redis.log").open("ab")
-        self.process = subprocess.Popen(
-            [
-                executable,
-                *("--port", str(self.port), "--bind", "127.0.0.1"),
-                *("--save", "", "--appendonly", "no", "--dir", str(self.workdir)),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        import redis
-
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                redis.Redis(port=self.port, socket_connect_timeout=1).ping()
-                return
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or self.process.poll() is not None:
-                    raise AssertionError("redis-server did not start") from None
-                time.sleep(0.05)
-
-    def kill(self) -> None:
-        if self.process is not None:
-            live.kill(self.process)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            live.stop([self.process])
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed")
-    workdir = tmp_path / "redis"
-    workdir.mkdir()
-    server = RedisServer(workdir)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @dataclass

@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
-from tests.faults.conftest import Daphnes, RedisServer
+from tests.faults.conftest import Daphnes
 from tests.faults.scenario import assert_converged, drive
+from tests.live import RedisServer
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -273,7 +273,7 @@ def _finish_as_worker(image_id: int, terminal_id: int) -> None:
 async def test_relay_stays_off_with_a_shared_channel_layer(settings: Any) -> None:
     settings.CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": "artterminal.layers.RedisPubSubChannelLayer",
             "CONFIG": {"hosts": ["redis://127.0.0.1:1"]},
         }
     }

@@ -244,7 +244,7 @@ def layer_down(settings: Any) -> None:
     url = f"redis://127.0.0.1:{free_port()}/0"
     settings.CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": "artterminal.layers.RedisPubSubChannelLayer",
             "CONFIG": {"hosts": [{"address": url, "socket_timeout": 2}]},
         }
     }
