@@ -57,10 +57,17 @@ class RequestThreads:
             else:
                 _retire(executor)
 
+    def clear(self) -> None:
+        """End every idle thread once it has closed its connections (the test suite
+        does this after each test, so no test inherits another's connections)."""
+        idle, self.idle = self.idle, []
+        for executor in idle:
+            _retire(executor, wait=True)
 
-def _retire(executor: ThreadPoolExecutor) -> None:
+
+def _retire(executor: ThreadPoolExecutor, *, wait: bool = False) -> None:
     executor.submit(connections.close_all)
-    executor.shutdown(wait=False)
+    executor.shutdown(wait=wait)
 
 
 request_threads = RequestThreads()

@@ -13,6 +13,7 @@ from django.contrib.auth import get_user_model
 from django.core.files.base import ContentFile
 from PIL import Image as PILImage
 
+from artterminal.request_threads import request_threads
 from gallery.models import Image, Terminal, TerminalMembership
 from tests.live import RedisServer
 
@@ -24,6 +25,14 @@ def media_root(settings: Any, tmp_path: Path) -> Path:
     """Every test writes images to its own folder, never to the developer's media/."""
     settings.MEDIA_ROOT = tmp_path / "media"
     return settings.MEDIA_ROOT
+
+
+@pytest.fixture(autouse=True)
+def fresh_request_threads() -> Iterator[None]:
+    """Requests served in-process run on pooled threads that keep their database
+    connections: none may reach a later test, which may not be allowed the database."""
+    yield
+    request_threads.clear()
 
 
 @pytest.fixture(autouse=True)
