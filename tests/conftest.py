@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from asgiref.sync import SyncToAsync
 from django.contrib.auth import get_user_model
 from django.core.files.base import ContentFile
+from django.db import connections
 from PIL import Image as PILImage
 
 from artterminal.request_threads import request_threads
@@ -29,10 +31,20 @@ def media_root(settings: Any, tmp_path: Path) -> Path:
 
 @pytest.fixture(autouse=True)
 def fresh_request_threads() -> Iterator[None]:
-    """Requests served in-process run on pooled threads that keep their database
-    connections: none may reach a later test, which may not be allowed the database."""
+    """Requests served in-process run on threads that keep their database connections
+    (the site's pooled ones, and asgiref's one shared thread for Django's test
+    AsyncClient): none may reach a later test, which may not be allowed the database."""
     yield
     request_threads.clear()
+    SyncToAsync.single_thread_executor.submit(_forget_connections).result()
+
+
+def _forget_connections() -> None:
+    """Close and drop this thread's connections: Django ignores close() for the test
+    database in memory, and a later test would still find the connection open."""
+    for connection in connections.all(initialized_only=True):
+        connection.close()
+        del connections[connection.alias]
 
 
 @pytest.fixture(autouse=True)
