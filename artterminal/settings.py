@@ -56,7 +56,6 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "artterminal.middleware.SyncMiddlewareStack",  # innermost: see its docstring
 ]
 
 ROOT_URLCONF = "artterminal.urls"

@@ -17,7 +17,8 @@ from artterminal.asgi import application
 from artterminal.request_threads import RequestThreads
 
 
-async def _get(path: str) -> int:
+async def _get(path: str) -> tuple[int, dict[str, str]]:
+    """Status and headers of a GET through the site's own ASGI application."""
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -38,8 +39,22 @@ async def _get(path: str) -> int:
     while (await communicator.receive_output(10)).get("more_body"):
         pass
     await communicator.wait(10)
-    status: int = start["status"]
-    return status
+    headers = {name.decode().lower(): value.decode() for name, value in start["headers"]}
+    return start["status"], headers
+
+
+async def test_sync_and_async_views_answer_through_every_middleware(
+    transactional_db: None,
+) -> None:
+    status, headers = await _get("/terminals/")  # a sync view, on the request's thread
+    assert status == 200
+    assert headers["x-frame-options"] == "DENY"
+    assert "content-security-policy" in headers
+    # An async view (the engine's), run on the event loop from inside the sync chain.
+    status, headers = await _get("/engine/v1/realtime/client_secrets")
+    assert status == 405
+    assert headers["allow"] == "POST, OPTIONS"
+    assert headers["x-frame-options"] == "DENY"
 
 
 async def test_requests_one_after_another_share_a_thread_and_its_connection(
@@ -57,9 +72,9 @@ async def test_requests_one_after_another_share_a_thread_and_its_connection(
     request_started.connect(on_request)
     connection_created.connect(on_connect)
     try:
-        assert await _get("/terminals/") == 200
-        assert await _get("/terminals/") == 200
-        assert await _get("/terminals/") == 200
+        for _ in range(3):
+            status, _ = await _get("/terminals/")
+            assert status == 200
     finally:
         request_started.disconnect(on_request)
         connection_created.disconnect(on_connect)
