@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from asgiref.testing import ApplicationCommunicator
+from channels.testing import HttpCommunicator
 from django.core.signals import request_started
 from django.db import connection, connections
 from django.db.backends.signals import connection_created
@@ -19,28 +19,11 @@ from artterminal.request_threads import RequestThreads
 
 async def _get(path: str) -> tuple[int, dict[str, str]]:
     """Status and headers of a GET through the site's own ASGI application."""
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"testserver")],
-        "client": ("127.0.0.1", 50000),
-        "server": ("testserver", 80),
-    }
-    communicator = ApplicationCommunicator(application, scope)
-    await communicator.send_input({"type": "http.request", "body": b"", "more_body": False})
-    start = await communicator.receive_output(10)
-    while (await communicator.receive_output(10)).get("more_body"):
-        pass
+    communicator = HttpCommunicator(application, "GET", path, headers=[(b"host", b"testserver")])
+    response = await communicator.get_response(timeout=10)
     await communicator.wait(10)
-    headers = {name.decode().lower(): value.decode() for name, value in start["headers"]}
-    return start["status"], headers
+    headers = {name.decode().lower(): value.decode() for name, value in response["headers"]}
+    return response["status"], headers
 
 
 async def test_sync_and_async_views_answer_through_every_middleware(
