@@ -338,7 +338,10 @@ async def _run(options: Options) -> Outcome:
     for label in ("baseline", "memory", "redis"):
         if len(runs[label]) > 1:
             rates = ", ".join(f"{run.throughput:,.0f}" for run in runs[label])
-            outcome.notes.append(f"fanout: {label} deliveries/s by round: {rates}")
+            tails = ", ".join(f"{percentile(run.latencies_ms, 99):.1f}" for run in runs[label])
+            outcome.notes.append(
+                f"fanout: {label} by round: deliveries/s {rates}; p99 ms {tails}"
+            )
     return outcome
 
 
