@@ -108,6 +108,40 @@ def test_prompt_verb_without_a_prompt_asks_for_it() -> None:
 
 
 @pytest.mark.parametrize(
+    ("text", "asked"),
+    [
+        # What the recogniser made of "go to the first picture" in two voices.
+        ("alter the third the", "What instruction would you like?"),
+        ("alter the third picture", "What instruction would you like?"),
+        ("change it", "What instruction would you like?"),
+        ("edit the picture", "What instruction would you like?"),
+        ("paint the third", "What prompt would you like?"),
+        ("paint it", "What prompt would you like?"),
+    ],
+)
+def test_a_verb_and_a_position_are_no_instruction_so_it_is_asked_for(text: str, asked: str) -> None:
+    """Editing or painting on a transcript that says nothing but the verb would act on
+    what was most likely a misheard navigation."""
+    assert decide(text=text, tools=GALLERY_TOOLS) == Reply(text=asked)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("turn it blue", FunctionCall("edit_image", {"instruction": "turn it blue"})),
+        ("make it brighter", FunctionCall("edit_image", {"instruction": "make it brighter"})),
+        (
+            "edit the picture to add a moon",
+            FunctionCall("edit_image", {"instruction": "add a moon"}),
+        ),
+        ("paint seven dwarfs", FunctionCall("generate_image", {"prompt": "seven dwarfs"})),
+    ],
+)
+def test_an_instruction_with_something_to_do_is_acted_on(text: str, expected: FunctionCall) -> None:
+    assert decide(text=text, tools=GALLERY_TOOLS) == expected
+
+
+@pytest.mark.parametrize(
     ("text", "expected"),
     [
         ("describe this image", FunctionCall("describe_image", {})),

@@ -351,21 +351,36 @@ def _free_text(
     tail = [t for i, t in enumerate(tokens) if i >= start and i not in used]
     text = " ".join(tail)
     if instruction and start > 0:
+        # Longest names first, whole words only: "picture" is not "pic" + "ture".
+        names = "|".join(re.escape(o) for o in sorted(objects, key=len, reverse=True))
         text = re.sub(
-            r"^(?:(?:the|this|that|my|it)\s+)?(?:" + "|".join(sorted(objects)) + r")?\s*"
+            r"^(?:(?:the|this|that|my|it)\s+)?(?:(?:" + names + r")\b)?\s*"
             r"(?:to|and|so|so that|by)?\s*",
             "",
             text,
         )
     text = _clean_free_text(text)
-    if required:
-        return text
     meaningful = [
         w
         for w in lexicon.words(text)
         if w not in lexicon.STOPWORDS and w not in objects and w not in _NUMBER_CUES
     ]
+    if required:
+        return text if _says_what(meaningful, match.tool) else ""
     return text if meaningful else ""
+
+
+def _says_what(words: list[str], tool: dict[str, Any]) -> bool:
+    """Whether a required free text holds more than the tool's own verb and a position:
+    "alter the third picture" or "paint it" says what to do to nothing, and is most often
+    a misheard navigation, so it is asked for instead of acted on."""
+    name_words = lexicon.identifier_words(str(tool.get("name", "")))
+    verbs = (
+        {word for phrase in lexicon.synonyms(name_words[0]) for word in phrase.split()}
+        if name_words
+        else set()
+    )
+    return any(word not in verbs and parse_number([word]) is None for word in words)
 
 
 def _capabilities(tools: list[dict[str, Any]]) -> str:
