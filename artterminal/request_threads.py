@@ -52,13 +52,21 @@ class RequestThreads:
         try:
             async with ThreadSensitiveContext(executor=executor):
                 yield
-        finally:
-            # A request cancelled mid-view may leave its sync code running: the next
-            # request's work queues behind it on the executor's one worker.
-            if len(self.idle) < self.keep:
-                self.idle.append(executor)
-            else:
-                _retire(executor)
+        except BaseException:
+            # A request cancelled mid-view (Daphne kills one whose client left) leaves
+            # its sync code running: the thread comes back once that code is done, or
+            # the next request would queue behind it on the executor's one worker.
+            executor.submit(_idle).add_done_callback(lambda _: self._give_back(executor))
+            raise
+        self._give_back(executor)
+
+    def _give_back(self, executor: ThreadPoolExecutor) -> None:
+        # Also called on the executor's own thread (above): appending is atomic, and
+        # only the event loop pops, so a check-then-pop there still finds a thread.
+        if len(self.idle) < self.keep:
+            self.idle.append(executor)
+        else:
+            _retire(executor)
 
     def clear(self) -> None:
         """End every idle thread once it has closed its connections (the test suite
@@ -66,6 +74,10 @@ class RequestThreads:
         idle, self.idle = self.idle, []
         for executor in idle:
             _retire(executor, wait=True)
+
+
+def _idle() -> None:
+    """Queued behind whatever a cancelled request left running: done means idle."""
 
 
 def _retire(executor: ThreadPoolExecutor, *, wait: bool = False) -> None:
@@ -85,6 +97,13 @@ class PooledThreadsASGIHandler(ASGIHandler):
     sync view two more. Here the chain is built as for WSGI and called in one hop;
     an async view (the engine's) runs on the event loop, through the async_to_sync
     Django wraps it in.
+
+    A task such a view starts inherits that async_to_sync's context, whose executor
+    (the request's thread) ends with the response: `sync_to_async` in the task would
+    then fail. A task meant to outlive its request starts in a context of its own, as
+    the engine's calls do (`asyncio.create_task(..., context=contextvars.Context())`).
+    Django's async middleware chain would avoid this at two hops a middleware for
+    every engine request.
     """
 
     def __init__(self) -> None:

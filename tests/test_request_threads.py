@@ -7,6 +7,7 @@ import threading
 import time
 from typing import Any
 
+import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import HttpCommunicator
 from django.core.signals import request_started
@@ -95,6 +96,45 @@ async def test_a_request_that_waits_on_another_never_waits_for_a_thread() -> Non
     threads = await asyncio.wait_for(asyncio.gather(first, second), 15)
     assert threads[0] != threads[1]
     assert len(pool.idle) == 1
+
+
+def _ident(event: threading.Event) -> int:
+    return threading.get_ident()
+
+
+async def test_a_request_cancelled_mid_view_leaves_no_busy_thread_in_the_pool() -> None:
+    # Daphne cancels a request whose client left; its sync view runs on regardless.
+    pool = RequestThreads(keep=1)
+    released = threading.Event()
+
+    async def request(work: Any) -> int:
+        async with pool.borrowed():
+            thread: int = await sync_to_async(work, thread_sensitive=True)(released)
+            return thread
+
+    running: list[threading.Thread] = []
+
+    def view(event: threading.Event) -> int:
+        running.append(threading.current_thread())
+        return _held_until(event)
+
+    killed = asyncio.create_task(request(view))
+    await asyncio.sleep(0.05)
+    (held,) = running
+    killed.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await killed
+    assert pool.idle == [], "a thread still running a view went back to the pool"
+    # The next request gets a thread of its own instead of queueing behind that view.
+    fresh = await asyncio.wait_for(request(_ident), 5)
+    assert fresh != held.ident
+    assert held.is_alive() and not released.is_set()
+    released.set()
+    # Once the view is done its thread comes back; past the pool's size, it ends.
+    held.join(10)
+    assert not held.is_alive()
+    assert len(pool.idle) == 1
+    assert await request(_ident) == fresh
 
 
 def _open_connection() -> tuple[threading.Thread, Any]:
