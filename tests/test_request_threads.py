@@ -178,3 +178,59 @@ async def test_idle_threads_beyond_the_pool_close_their_connections_and_end(
         thread, _ = await sync_to_async(_open_connection, thread_sensitive=True)()
         await sync_to_async(connections.close_all, thread_sensitive=True)()
     assert thread.is_alive() and thread in [t for t, _ in opened]
+
+
+async def test_an_engine_call_outlives_its_request_with_threads_to_call(
+    transactional_db: None, monkeypatch: Any
+) -> None:
+    """A call's tasks run after the request that opened it has answered: sync code
+    they call must find a thread, not the request's, which ended with the response."""
+    from aiortc import RTCPeerConnection
+
+    from voice.engine import call as engine_call
+    from voice.engine import secrets
+    from voice.engine.registry import registry
+    from voice.engine.session import client_secret_request
+
+    outcomes: list[str] = []
+    watch = engine_call.Call._watch
+
+    async def watch_then_sync(call: Any) -> None:
+        await asyncio.sleep(0.2)  # the calls request has answered by now
+        try:
+            outcomes.append(await sync_to_async(lambda: "ran", thread_sensitive=True)())
+        except RuntimeError as error:
+            outcomes.append(str(error))
+        await watch(call)
+
+    monkeypatch.setattr(engine_call.Call, "_watch", watch_then_sync)
+    session, ttl = client_secret_request(data={})
+    key = secrets.client_secret_create(session=session, ttl_seconds=ttl).value
+    caller = RTCPeerConnection()
+    caller.createDataChannel("oai-events")
+    await caller.setLocalDescription(await caller.createOffer())
+    communicator = HttpCommunicator(
+        application,
+        "POST",
+        "/engine/v1/realtime/calls",
+        body=caller.localDescription.sdp.encode(),
+        headers=[
+            (b"host", b"testserver"),
+            (b"authorization", f"Bearer {key}".encode()),
+            (b"content-type", b"application/sdp"),
+        ],
+    )
+    call_id = ""
+    try:
+        response = await communicator.get_response(timeout=20)
+        assert response["status"] == 201
+        call_id = dict(response["headers"])[b"Location"].decode().rsplit("/", 1)[1]
+        deadline = time.monotonic() + 10
+        while not outcomes and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert outcomes == ["ran"]
+    finally:
+        await caller.close()
+        started = registry.get(call_id) if call_id else None
+        if started is not None:
+            await started.close("test over")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
@@ -231,7 +232,9 @@ class Call:
             await asyncio.wait(pending, timeout=5)
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro)
+        # The call outlives the HTTP request that opened it: its tasks start in a
+        # context of their own, not in that request's (whose thread ends with it).
+        task = asyncio.get_running_loop().create_task(coro, context=contextvars.Context())
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
         return task
@@ -243,7 +246,9 @@ class Call:
 
     def _end_soon(self, reason: str) -> None:
         if not self.closed:
-            asyncio.get_running_loop().create_task(self.close(reason))
+            asyncio.get_running_loop().create_task(
+                self.close(reason), context=contextvars.Context()
+            )
 
     async def _watch(self) -> None:
         """Free a call whose peer never connects, and end every call after the limit."""
