@@ -184,6 +184,10 @@ class _PubSubLoop(_PubSubLoopLayer):
     def __init__(self, hosts: Any = None, **kwargs: Any) -> None:
         super().__init__(hosts, **kwargs)
         self._shards = [_WatchedShard(host, self) for host in decode_hosts(hosts)]
+        # The channels alive at the last outage. Each has heard of it or will on its
+        # next receive: one joining a group now would join on the new connection and
+        # collect the group's messages for a receiver that is going away.
+        self._dropped: set[str] = set()
 
     async def _subscribe_to_channel(self, channel: str) -> None:
         try:
@@ -200,16 +204,53 @@ class _PubSubLoop(_PubSubLoopLayer):
             self.channels.pop(channel, None)
             raise
 
+    async def group_add(self, group: str, channel: str) -> None:
+        if channel in self._dropped:
+            # As for every other use of a channel the outage dropped (the consumer's
+            # connect() may still be joining groups when its receive hears of it).
+            raise LayerOutage("the channel was dropped with the layer's subscription")
+        group_channel = self._get_group_channel_name(group)
+        was_member = channel in self.groups.get(group_channel, ())
+        try:
+            await super().group_add(group, channel)
+        except BaseException:
+            # A join cut short (cancelled while a publish holds the shard, or Redis
+            # failing) leaves no member behind to collect the group's messages.
+            members = self.groups.get(group_channel)
+            if not was_member and members is not None:
+                members.discard(channel)
+                if not members:
+                    del self.groups[group_channel]
+            raise
+
+    async def channel_discard(self, channel: str) -> None:
+        """Forget a channel nobody will receive on (a feed whose join failed)."""
+        if self.channels.pop(channel, None) is not None:
+            for members in self.groups.values():
+                members.discard(channel)
+            with contextlib.suppress(*LAYER_ERRORS):
+                await self._get_shard(channel).unsubscribe(channel)
+
     def outage(self, reason: str) -> None:
         """Every channel of this loop hears of the outage, waiting on it or not."""
         for queue in self.channels.values():
             queue.put_nowait(_Outage(reason))
+        self._dropped = set(self.channels)
         self.groups: dict[str, set[str]] = {}
 
 
 class _WatchedShard(_PubSubShard):
     """A shard whose subscriber connection, once it fails or reconnects, is dropped
-    and its receivers told, instead of being mended in silence."""
+    and its receivers told, instead of being mended in silence.
+
+    A connection can also die without a word (a network cut, a firewall forgetting an
+    idle flow): nothing arrives and nothing fails, and redis-py's health check sends a
+    PING without waiting for its answer. So with nothing heard for PING_SECONDS the
+    shard pings, and no answer within ANSWER_SECONDS is an outage.
+    """
+
+    PING_SECONDS = 5.0
+    ANSWER_SECONDS = 5.0
 
     def __init__(self, host: Any, channel_layer: _PubSubLoop) -> None:
         super().__init__(host, channel_layer)
@@ -232,13 +273,29 @@ class _WatchedShard(_PubSubShard):
         self._reconnected = True
 
     async def _do_receiving(self) -> None:
+        watched: Any = None  # the subscriber connection the timings below are about
+        heard, pinged = 0.0, None
         while True:
             pubsub = self._pubsub
             if pubsub is None or not pubsub.subscribed:
                 await asyncio.sleep(0.1)
                 continue
+            if pubsub is not watched:
+                watched, heard, pinged = pubsub, time.monotonic(), None
             try:
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
+                now = time.monotonic()
+                if message is not None:
+                    heard, pinged = now, None
+                elif pinged is not None and now - pinged > self.ANSWER_SECONDS:
+                    await self._start_over(
+                        f"Redis did not answer a PING within {self.ANSWER_SECONDS:g} s"
+                    )
+                    continue
+                elif pinged is None and now - heard > self.PING_SECONDS:
+                    # Sent as redis-py's own health check sends it: one write, no lock.
+                    await pubsub.ping()
+                    pinged = now
             except LAYER_ERRORS as error:
                 await self._start_over(layer_failure(error))
                 continue
@@ -250,7 +307,8 @@ class _WatchedShard(_PubSubShard):
             if self._reconnected:
                 await self._start_over("the subscription reconnected")
                 continue
-            self._receive_message(message)
+            if message is not None and message["type"] != "pong":
+                self._receive_message(message)
 
     async def _start_over(self, reason: str) -> None:
         async with self._lock:

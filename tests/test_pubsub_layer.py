@@ -7,6 +7,7 @@ connection while receivers wait, as Redis restarting or a network cut would.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -113,3 +114,123 @@ async def test_a_subscription_mended_by_reconnecting_is_still_an_outage(
         assert waiting not in subscribed and fresh in subscribed
     finally:
         await layer.flush()
+
+
+async def test_joining_a_group_with_a_channel_the_outage_dropped_is_an_outage(
+    own_redis: RedisServer,
+) -> None:
+    # A consumer's receive hears of the outage while its connect() is still joining
+    # groups: the join fails as a layer failure (which connect() answers with a
+    # retry), not a RuntimeError, and leaves no member on the new connection.
+    layer = _layer(own_redis.url)
+    try:
+        heard = await layer.new_channel()
+        unheard = await layer.new_channel()
+        receive = asyncio.create_task(layer.receive(heard))
+        await asyncio.sleep(0.2)
+        admin = redis.Redis.from_url(own_redis.url, decode_responses=True)
+        assert admin.client_kill_filter(_type="pubsub") == 1
+        with pytest.raises(LayerOutage):
+            await asyncio.wait_for(receive, TOLD_WITHIN)
+        for channel in (heard, unheard):
+            with pytest.raises(LayerOutage):
+                await layer.group_add("user-1", channel)
+        fresh = await _member(layer, "user-1")
+        await layer.group_send("user-1", {"type": "user.note", "n": 1})
+        assert (await asyncio.wait_for(layer.receive(fresh), 5))["n"] == 1
+        assert layer.groups == {"artterminal0.__group__user-1": {fresh}}
+    finally:
+        await layer.flush()
+
+
+async def test_a_join_cut_short_leaves_no_member_collecting_the_groups_messages(
+    own_redis: RedisServer,
+) -> None:
+    layer = _layer(own_redis.url)
+    try:
+        loop_layer = layer._get_layer()
+        cut_short = await layer.new_channel()
+        # As a slow publish holds the shard while a socket's join waits for it.
+        async with loop_layer._shards[0]._lock:
+            join = asyncio.create_task(layer.group_add("terminal-1", cut_short))
+            await asyncio.sleep(0.05)
+            join.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await join
+        fresh = await _member(layer, "terminal-1")
+        for version in range(20):
+            await layer.group_send("terminal-1", {"type": "terminal.state", "version": version})
+        for _ in range(20):
+            await asyncio.wait_for(layer.receive(fresh), 5)
+        assert loop_layer.channels[cut_short].empty()
+        assert layer.groups == {"artterminal0.__group__terminal-1": {fresh}}
+
+        # The feed whose join failed gives its channel up, queue and subscription.
+        await layer.channel_discard(cut_short)
+        admin = redis.Redis.from_url(own_redis.url, decode_responses=True)
+        assert cut_short not in loop_layer.channels
+        assert cut_short not in set(admin.pubsub_channels())
+    finally:
+        await layer.flush()
+
+
+class _CuttableLink:
+    """A TCP relay to Redis whose path can go dark: no bytes pass and no close
+    arrives, as when a network cut or a firewall drops a connection silently."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.dark = False
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        port: int = self.server.sockets[0].getsockname()[1]
+        return port
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.port)
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            while data := await source.read(65536):
+                if not self.dark:
+                    sink.write(data)
+                    await sink.drain()
+            while self.dark:
+                await asyncio.sleep(0.1)
+            sink.close()
+
+        with contextlib.suppress(OSError):
+            await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
+
+    def close(self) -> None:
+        self.dark = False
+        if self.server is not None:
+            self.server.close()
+
+
+async def test_a_subscriber_cut_off_without_a_word_is_an_outage(
+    own_redis: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from artterminal.layers import _WatchedShard
+
+    monkeypatch.setattr(_WatchedShard, "PING_SECONDS", 0.5)
+    monkeypatch.setattr(_WatchedShard, "ANSWER_SECONDS", 0.5)
+    link = _CuttableLink(own_redis.port)
+    port = await link.start()
+    layer = _layer(f"redis://127.0.0.1:{port}/0")
+    try:
+        waiting = await _member(layer, "terminal-1")
+        receive = asyncio.create_task(layer.receive(waiting))
+        await asyncio.sleep(1.5)  # idle, but answering its pings: no outage
+        assert not receive.done()
+        link.dark = True
+        admin = redis.Redis.from_url(own_redis.url, decode_responses=True)
+        # Redis' end goes (its own keepalive, a restart); no word of it gets through.
+        assert admin.client_kill_filter(_type="pubsub") == 1
+        assert admin.publish("artterminal0.__group__terminal-1", b"lost") == 0
+        with pytest.raises(LayerOutage):
+            await asyncio.wait_for(receive, 5)
+    finally:
+        link.close()
+        await asyncio.wait_for(layer.flush(), 10)

@@ -11,9 +11,10 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
 from artterminal.groups import terminal_group_name
+from artterminal.layers import RedisPubSubChannelLayer
 from artterminal.sockets import CLOSE_UNAVAILABLE
 from gallery import services
-from gallery.feeds import feeds
+from gallery.feeds import TerminalFeed, feeds
 from gallery.models import Terminal
 from tests.test_sockets_hardening import (  # noqa: F401  (autouse fixtures too)
     Socket,
@@ -211,3 +212,24 @@ async def test_a_broadcast_to_many_sockets_lets_the_loop_breathe_and_keeps_order
     finally:
         for socket in sockets:
             await feeds().leave(terminal_id=9999, socket=socket)
+
+
+async def test_a_feed_whose_join_fails_gives_its_channel_up(
+    own_redis: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Through Redis a channel nobody receives on keeps its queue and subscription.
+    layer = RedisPubSubChannelLayer(hosts=[{"address": own_redis.url}], prefix="artterminal0.")
+    loop_layer = layer._get_layer()
+
+    async def group_add(group: str, channel: str) -> None:
+        raise ConnectionError("the channel layer went away")
+
+    monkeypatch.setattr(loop_layer, "group_add", group_add)
+    feed = TerminalFeed(layer, terminal_id=1)
+    try:
+        with pytest.raises(ConnectionError):
+            await feed.start()
+        assert feed.channel
+        assert feed.channel not in loop_layer.channels
+    finally:
+        await layer.flush()
