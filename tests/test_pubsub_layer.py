@@ -234,3 +234,45 @@ async def test_a_subscriber_cut_off_without_a_word_is_an_outage(
     finally:
         link.close()
         await asyncio.wait_for(layer.flush(), 10)
+
+
+async def test_a_dropped_connection_that_fails_to_close_does_not_stop_the_receiving(
+    own_redis: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from redis.asyncio.client import PubSub
+
+    async def failing_close(pubsub: Any) -> None:
+        raise RuntimeError("the transport is already gone")
+
+    monkeypatch.setattr(PubSub, "aclose", failing_close)
+    layer = _layer(own_redis.url)
+    try:
+        waiting = await _member(layer, "terminal-1")
+        receive = asyncio.create_task(layer.receive(waiting))
+        await asyncio.sleep(0.2)
+        admin = redis.Redis.from_url(own_redis.url, decode_responses=True)
+        assert admin.client_kill_filter(_type="pubsub") == 1
+        with pytest.raises(LayerOutage):
+            await asyncio.wait_for(receive, TOLD_WITHIN)
+        fresh = await _member(layer, "terminal-1")
+        await layer.group_send("terminal-1", {"type": "terminal.state", "version": 5})
+        assert (await asyncio.wait_for(layer.receive(fresh), 5))["version"] == 5
+    finally:
+        monkeypatch.undo()
+        await layer.flush()
+
+
+async def test_a_reconnect_noticed_before_a_flush_is_no_outage_after_it(
+    own_redis: RedisServer,
+) -> None:
+    layer = _layer(own_redis.url)
+    try:
+        await _member(layer, "terminal-1")
+        shard = layer._get_layer()._shards[0]
+        shard._on_reconnect(shard._watched)  # as redis-py calls it on a reconnect
+        await layer.flush()  # a new connection from here on
+        fresh = await _member(layer, "terminal-1")
+        await layer.group_send("terminal-1", {"type": "terminal.state", "version": 6})
+        assert (await asyncio.wait_for(layer.receive(fresh), 5))["version"] == 6
+    finally:
+        await layer.flush()
