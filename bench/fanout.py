@@ -339,9 +339,7 @@ async def _run(options: Options) -> Outcome:
         if len(runs[label]) > 1:
             rates = ", ".join(f"{run.throughput:,.0f}" for run in runs[label])
             tails = ", ".join(f"{percentile(run.latencies_ms, 99):.1f}" for run in runs[label])
-            outcome.notes.append(
-                f"fanout: {label} by round: deliveries/s {rates}; p99 ms {tails}"
-            )
+            outcome.notes.append(f"fanout: {label} by round: deliveries/s {rates}; p99 ms {tails}")
     return outcome
 
 
