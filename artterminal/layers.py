@@ -239,6 +239,10 @@ class _PubSubLoop(_PubSubLoopLayer):
         self.groups: dict[str, set[str]] = {}
 
 
+# What redis-py's get_message returns for a message published to a channel.
+_PUBLISHED = frozenset({"message", "pmessage"})
+
+
 class _WatchedShard(_PubSubShard):
     """A shard whose subscriber connection, once it fails or reconnects, is dropped
     and its receivers told, instead of being mended in silence.
@@ -247,6 +251,10 @@ class _WatchedShard(_PubSubShard):
     idle flow): nothing arrives and nothing fails, and redis-py's health check sends a
     PING without waiting for its answer. So with nothing heard for PING_SECONDS the
     shard pings, and no answer within ANSWER_SECONDS is an outage.
+
+    A subscription counts from Redis' confirmation of it, not from the SUBSCRIBE being
+    written: another process's PUBLISH read first would be lost to a channel that
+    believes it is listening (a feed reads the terminal's state once it has joined).
     """
 
     PING_SECONDS = 5.0
@@ -260,14 +268,50 @@ class _WatchedShard(_PubSubShard):
         self._subscribed_to: set[str] = set()
         self._watched: Any = None
         self._reconnected = False
+        # Subscriptions sent and not yet confirmed, by channel.
+        self._confirmations: dict[str, asyncio.Future[None]] = {}
+        self._subscribing = asyncio.Event()  # wakes the receive loop for a confirmation
 
     async def subscribe(self, channel: str) -> None:
-        await super().subscribe(channel)
-        connection = self._pubsub.connection if self._pubsub is not None else None
-        if connection is not None and connection is not self._watched:
-            # Called on connects after the first: redis-py subscribed it again.
-            connection.register_connect_callback(self._on_reconnect)
-            self._watched = connection
+        async with self._lock:
+            confirmed = self._confirmations.get(channel)
+            if channel not in self._subscribed_to:
+                self._ensure_redis()
+                self._ensure_receiver()
+                if confirmed is None:
+                    confirmed = asyncio.get_running_loop().create_future()
+                    self._confirmations[channel] = confirmed
+                await self._pubsub.subscribe(channel)
+                self._subscribed_to.add(channel)
+                self._subscribing.set()
+                connection = self._pubsub.connection
+                if connection is not None and connection is not self._watched:
+                    # Called on connects after the first: redis-py subscribed it again.
+                    connection.register_connect_callback(self._on_reconnect)
+                    self._watched = connection
+        if confirmed is None:
+            return
+        try:
+            async with asyncio.timeout(self.ANSWER_SECONDS):
+                await asyncio.shield(confirmed)
+        except TimeoutError:
+            raise LayerOutage(
+                f"Redis did not confirm a subscription within {self.ANSWER_SECONDS:g} s"
+            ) from None
+
+    def _confirm(self, message: dict[str, Any]) -> None:
+        name = message["channel"]
+        name = name.decode() if isinstance(name, bytes) else name
+        confirmed = self._confirmations.pop(name, None)
+        if confirmed is not None and not confirmed.done():
+            confirmed.set_result(None)
+
+    def _fail_confirmations(self, reason: str) -> None:
+        pending, self._confirmations = self._confirmations, {}
+        for confirmed in pending.values():
+            if not confirmed.done():
+                confirmed.set_exception(LayerOutage(reason))
+                confirmed.exception()  # retrieved: each waiter raises it itself
 
     def _on_reconnect(self, connection: Any) -> None:
         self._reconnected = True
@@ -278,12 +322,14 @@ class _WatchedShard(_PubSubShard):
         while True:
             pubsub = self._pubsub
             if pubsub is None or not pubsub.subscribed:
-                await asyncio.sleep(0.1)
+                self._subscribing.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._subscribing.wait(), 0.1)
                 continue
             if pubsub is not watched:
                 watched, heard, pinged = pubsub, time.monotonic(), None
             try:
-                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
+                message = await pubsub.get_message(timeout=0.1)
                 now = time.monotonic()
                 if message is not None:
                     heard, pinged = now, None
@@ -307,8 +353,12 @@ class _WatchedShard(_PubSubShard):
             if self._reconnected:
                 await self._start_over("the subscription reconnected")
                 continue
-            if message is not None and message["type"] != "pong":
+            if message is None:
+                continue
+            if message["type"] in _PUBLISHED:
                 self._receive_message(message)
+            elif message["type"] == "subscribe":
+                self._confirm(message)
 
     async def _start_over(self, reason: str) -> None:
         async with self._lock:
@@ -316,6 +366,7 @@ class _WatchedShard(_PubSubShard):
             self._redis = self._pubsub = None
             self._subscribed_to = set()
             self._watched, self._reconnected = None, False
+            self._fail_confirmations(reason)
         logger.warning("The channel layer's Redis subscription dropped (%s)", reason)
         self.channel_layer.outage(reason)
         if pubsub is not None:
@@ -326,6 +377,7 @@ class _WatchedShard(_PubSubShard):
     async def flush(self) -> None:
         await super().flush()
         self._watched, self._reconnected = None, False
+        self._fail_confirmations("the channel layer was flushed")
 
 
 async def _close_quietly(closing: Awaitable[Any]) -> None:

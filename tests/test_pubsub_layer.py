@@ -176,11 +176,13 @@ async def test_a_join_cut_short_leaves_no_member_collecting_the_groups_messages(
 
 class _CuttableLink:
     """A TCP relay to Redis whose path can go dark: no bytes pass and no close
-    arrives, as when a network cut or a firewall drops a connection silently."""
+    arrives, as when a network cut or a firewall drops a connection silently. It can
+    also hold what goes towards Redis for `delay` seconds, as a far or busy link does."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, *, delay: float = 0.0) -> None:
         self.port = port
         self.dark = False
+        self.delay = delay
         self.server: asyncio.Server | None = None
 
     async def start(self) -> int:
@@ -191,8 +193,11 @@ class _CuttableLink:
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.port)
 
-        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        async def pipe(
+            source: asyncio.StreamReader, sink: asyncio.StreamWriter, delay: float
+        ) -> None:
             while data := await source.read(65536):
+                await asyncio.sleep(delay)
                 if not self.dark:
                     sink.write(data)
                     await sink.drain()
@@ -201,7 +206,9 @@ class _CuttableLink:
             sink.close()
 
         with contextlib.suppress(OSError):
-            await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
+            await asyncio.gather(
+                pipe(reader, upstream_writer, self.delay), pipe(upstream_reader, writer, 0.0)
+            )
 
     def close(self) -> None:
         self.dark = False
@@ -276,3 +283,21 @@ async def test_a_reconnect_noticed_before_a_flush_is_no_outage_after_it(
         assert (await asyncio.wait_for(layer.receive(fresh), 5))["version"] == 6
     finally:
         await layer.flush()
+
+
+async def test_a_channel_joined_hears_what_another_process_publishes_next(
+    own_redis: RedisServer,
+) -> None:
+    # This process's link to Redis is slow; another process publishes right after the
+    # join returns. The join must not return before Redis has the subscription.
+    link = _CuttableLink(own_redis.port, delay=0.3)
+    port = await link.start()
+    here, elsewhere = _layer(f"redis://127.0.0.1:{port}/0"), _layer(own_redis.url)
+    try:
+        channel = await _member(here, "terminal-1")
+        await elsewhere.group_send("terminal-1", {"type": "terminal.state", "version": 7})
+        assert (await asyncio.wait_for(here.receive(channel), 5))["version"] == 7
+    finally:
+        link.close()
+        await here.flush()
+        await elsewhere.flush()
