@@ -290,6 +290,11 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
             command = await self.queue.get()
             try:
                 await self._run_command(command)
+            except Exception:
+                # One command's failure is its own: the runner goes on with the next,
+                # or every later command of the socket would queue with no answer.
+                logger.exception("Terminal %s: %s failed", self.terminal_id, command["type"])
+                await self._send_error("unavailable", "The gallery is busy; please try again.")
             finally:
                 self.queue.task_done()
 
@@ -381,7 +386,11 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
     async def sync(self, command: events.SyncCommand) -> None:
         """Runs on `terminal.sync` (after a reconnect or a gap in versions): answer this
         socket alone with the current state."""
-        await self._send_fresh_state()
+        try:
+            await self._send_fresh_state()
+        except DatabaseError:
+            logger.exception("Reading terminal %s for a sync failed", self.terminal_id)
+            await self._send_error("unavailable", "The gallery is busy; please try again.")
 
     # --- Group messages (server → this socket) --------------------------------------
 

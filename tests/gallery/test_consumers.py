@@ -19,6 +19,7 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
+from django.db import OperationalError
 from django.test import Client
 
 from artterminal.asgi import application
@@ -514,6 +515,50 @@ async def test_sync_answers_with_the_current_state(
         # Asked again, it answers again even though nothing changed.
         await socket.send({"type": "terminal.sync"})
         assert (await socket.receive())["version"] == 7
+    finally:
+        await socket.disconnect()
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        OperationalError("server closed the connection unexpectedly"),
+        RuntimeError("a fault nobody foresaw"),
+    ],
+)
+async def test_a_command_that_fails_is_answered_and_the_next_ones_still_run(
+    make_terminal: Callable[..., Terminal],
+    owner: Any,
+    session_cookie: Callable[[Any], bytes],
+    monkeypatch: pytest.MonkeyPatch,
+    failure: Exception,
+) -> None:
+    terminal = await database_sync_to_async(make_terminal)(images=3)
+    cookie = await database_sync_to_async(session_cookie)(owner)
+    socket, first = await open_socket(terminal.slug, cookie=cookie)
+    reads = consumers._state_and_rights
+    failures = iter([failure])
+
+    def read_once_failing(**kwargs: Any) -> Any:
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        return reads(**kwargs)
+
+    async def next_state() -> dict[str, Any]:
+        while (message := await socket.receive())["type"] != "terminal.state":
+            pass
+        return message
+
+    monkeypatch.setattr(consumers, "_state_and_rights", read_once_failing)
+    try:
+        await socket.send({"type": "terminal.sync"})
+        assert (await socket.receive())["code"] == "unavailable"
+        await socket.send({"type": "terminal.navigate", "action": "next"})
+        moved = await next_state()
+        assert moved["version"] == first["version"] + 1
+        await socket.send({"type": "terminal.sync"})
+        assert (await next_state())["version"] == moved["version"]
     finally:
         await socket.disconnect()
 
