@@ -247,6 +247,19 @@ class VoiceMirrorConsumer(AsyncJsonWebsocketConsumer):
                     name=call["name"],
                     arguments=call["arguments"],
                 )
+            except DataError:
+                # The database refuses this very call: resending cannot help.
+                logger.warning(
+                    "Voice session %s: the function call in event %s cannot be stored",
+                    self.session.pk,
+                    seq,
+                )
+                await self.send_json(
+                    events.error(
+                        code="invalid_event", message="This function call cannot be run.", seq=seq
+                    )
+                )
+                return
             except DatabaseError:
                 # The event is stored but not acked: its resend runs the call.
                 await self._database_busy()

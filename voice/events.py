@@ -97,6 +97,28 @@ def _valid_seq(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_SEQ
 
 
+def json_storable(value: Any) -> bool:
+    """Whether every text in a decoded JSON value can be stored: PostgreSQL refuses a
+    NUL character, and UTF-8 an unpaired surrogate (JSON can spell both, as \\u0000
+    and \\ud800). Walked without recursion: JSON may nest deeper than Python does."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+        elif isinstance(item, str):
+            if "\x00" in item:
+                return False
+            try:
+                item.encode()
+            except UnicodeEncodeError:
+                return False
+    return True
+
+
 def browser_message_parse(data: Any) -> BrowserMessage:
     """Check a decoded browser message against the catalogue."""
     if not isinstance(data, dict):
@@ -127,6 +149,13 @@ def browser_message_parse(data: Any) -> BrowserMessage:
     if not isinstance(event_type, str) or not _EVENT_TYPE.fullmatch(event_type):
         raise MessageInvalid(
             "invalid_event", "event.type must be a data-channel event name.", seq=seq
+        )
+    if not json_storable(event):
+        # Refused with its seq: a resend of the same event could never be stored.
+        raise MessageInvalid(
+            "invalid_event",
+            "The event holds text that cannot be stored (a NUL or an unpaired surrogate).",
+            seq=seq,
         )
     return {"type": "mirror.event", "seq": seq, "direction": direction, "event": event}
 

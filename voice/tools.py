@@ -21,6 +21,7 @@ from gallery import selectors as gallery_selectors
 from gallery import services as gallery_services
 from gallery.models import Image, Terminal
 from voice import selectors
+from voice.events import json_storable
 from voice.models import ToolCall, VoiceSession
 
 logger = logging.getLogger(__name__)
@@ -362,6 +363,8 @@ def _check(schema: dict[str, Any], value: Any, where: str) -> None:
     elif kind == "string":
         if not isinstance(value, str):
             raise ToolArgumentsInvalid(f"The {where} must be text.")
+        if not json_storable(value):
+            raise ToolArgumentsInvalid(f"The {where} holds a character text cannot hold.")
         if len(value.strip()) < schema.get("minLength", 0):
             raise ToolArgumentsInvalid(f"The {where} is empty.")
         if len(value) > schema.get("maxLength", MAX_ARGUMENTS_CHARS):
@@ -424,8 +427,9 @@ def _arguments_record(arguments: Any) -> dict[str, Any]:
             decoded = json.loads(arguments or "{}")
         except ValueError:
             decoded = None
-        if isinstance(decoded, dict):
+        if isinstance(decoded, dict) and json_storable(decoded):
             return decoded
+    # The text as sent: the event it came in was stored, so it can be (voice.events).
     return {"unparsed": str(arguments)[:1000]}
 
 

@@ -12,12 +12,13 @@ from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
+from django.db import DataError
 from django.test import Client
 
 from artterminal.asgi import application
 from gallery import broadcast
 from gallery.models import Image, Terminal, TerminalMembership
-from voice import services
+from voice import services, tools
 from voice.models import ToolCall, VoiceEvent, VoiceSession
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -385,6 +386,64 @@ async def test_invalid_arguments_are_reported_and_nothing_runs(world: Callable[[
         return Image.objects.exclude(status=Image.Status.READY).count()
 
     assert await queued() == 0
+
+
+async def test_arguments_holding_a_nul_are_refused_and_the_call_is_still_recorded(
+    world: Callable[[], Any],
+) -> None:
+    # The escape sits inside the arguments string, so the event itself stores fine;
+    # decoded, the prompt holds a NUL, which PostgreSQL refuses to store: before, that
+    # failed the call's row, and the browser was told to resend the event for ever.
+    _, session, cookie = await world()
+    socket = await open_mirror(session, cookie)
+    arguments = json.dumps({"prompt": "a fox\x00 in the snow"})
+    output = await tool_round(socket, 1, function_call("call_nul", "generate_image", arguments))
+    await socket.disconnect()
+
+    assert output["ok"] is False and output["error"] == "invalid_arguments"
+
+    @database_sync_to_async
+    def recorded() -> tuple[list[Any], int]:
+        calls = list(ToolCall.objects.filter(session=session).values_list("call_id", "arguments"))
+        return calls, Image.objects.exclude(status=Image.Status.READY).count()
+
+    calls, queued = await recorded()
+    assert calls == [("call_nul", {"unparsed": arguments})]
+    assert queued == 0
+
+
+async def test_a_call_the_database_refuses_is_refused_by_its_seq_not_resent(
+    world: Callable[[], Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refused(**kwargs: Any) -> Any:
+        raise DataError("value too long for type character varying(60)")
+
+    monkeypatch.setattr(tools, "tool_call_execute", refused)
+    _, session, cookie = await world()
+    socket = await open_mirror(session, cookie)
+    await socket.send(event(2, function_call("call_x", "navigate_gallery", {"action": "next"})))
+    reply = await socket.receive()
+    assert (reply["type"], reply["code"], reply["seq"]) == ("error", "invalid_event", 2)
+    await socket.disconnect()
+
+
+# As JSON escapes in the frame, as a browser sends them.
+@pytest.mark.parametrize("text", [r"\ud800 alone", r"a NUL \u0000 here"])
+async def test_an_event_with_text_that_cannot_be_stored_is_refused_by_its_seq(
+    world: Callable[[], Any], text: str
+) -> None:
+    _, session, cookie = await world()
+    socket = await open_mirror(session, cookie)
+    frame = '{"type": "mirror.event", "seq": 3, "direction": "sent", "event": '
+    frame += '{"type": "conversation.item.create", "text": "' + text + '"}}'
+    await socket.send_text(frame)
+    reply = await socket.receive()
+    assert (reply["type"], reply["code"], reply["seq"]) == ("error", "invalid_event", 3)
+    # The socket lives on.
+    await socket.send(event(4, {"type": "session.created"}))
+    assert await socket.receive() == {"type": "mirror.ack", "seq": 4}
+    await socket.disconnect()
+    assert await stored_events(session) == [(4, "received", "session.created")]
 
 
 async def test_a_function_call_without_call_id_is_not_executed(world: Callable[[], Any]) -> None:
