@@ -228,6 +228,17 @@ class VoiceMirrorConsumer(AsyncJsonWebsocketConsumer):
         except services.VoiceSessionClosed as closed:
             await self._end(reason=closed.reason)
             return
+        except services.VoiceEventConflict:
+            # Only a resend of the stored event may run its call again (its result was
+            # maybe lost); another event under a used seq would run unrecorded.
+            await self.send_json(
+                events.error(
+                    code="seq_reused",
+                    message="This seq already holds another event.",
+                    seq=seq,
+                )
+            )
+            return
         except (DataError, IntegrityError):
             # The database refuses this very event (PostgreSQL and \u0000, say): resending
             # cannot help, so the error names its seq.

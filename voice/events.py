@@ -28,7 +28,8 @@ Error codes
 - with `seq` (drop that event): `invalid_message` (an unknown field),
   `invalid_direction`, `invalid_event` (event not an object, a bad event.type, or an
   event the database cannot store), `frame_too_large` (when the seq can be read from
-  the start of the frame).
+  the start of the frame), `seq_reused` (the seq is stored with another event: a
+  resend must be the same event; nothing in it runs).
 - without `seq`: `invalid_json`, `invalid_message` (not an object, a hangup with
   fields), `unknown_type`, `invalid_seq` (no usable seq to name), `text_only` (a binary
   frame), `frame_too_large` (no readable seq), `invalid_tool_call` (the event is stored

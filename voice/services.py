@@ -46,6 +46,10 @@ class VoiceNotAllowed(Exception):
         self.message = message
 
 
+class VoiceEventConflict(Exception):
+    """A seq already stored came again with another event: not a resend."""
+
+
 class VoiceSessionClosed(Exception):
     """The session has ended or failed; the mirror stops."""
 
@@ -160,7 +164,8 @@ def voice_event_record(*, session: VoiceSession, event: events.MirrorEvent) -> b
     """Store one mirrored event; False when its seq was already stored (a resend).
 
     The first event makes the session active; a `response.done` adds its token usage.
-    Raises VoiceSessionClosed when the session is no longer open.
+    Raises VoiceSessionClosed when the session is no longer open, and VoiceEventConflict
+    when the seq already holds another event.
     """
     payload, event_type = event["event"], event["event"]["type"]
     with transaction.atomic():
@@ -182,6 +187,10 @@ def voice_event_record(*, session: VoiceSession, event: events.MirrorEvent) -> b
                     payload=_stored_payload(payload),
                 )
         except IntegrityError:
+            if not _is_stored(session_id=session.pk, event=event):
+                raise VoiceEventConflict(
+                    f"seq {event['seq']} already holds another event"
+                ) from None
             return False
         if current[0] == VoiceSession.Status.MINTED:
             VoiceSession.objects.filter(pk=session.pk).update(
@@ -190,6 +199,17 @@ def voice_event_record(*, session: VoiceSession, event: events.MirrorEvent) -> b
         if event["direction"] == "received" and event_type == "response.done":
             _usage_add(session_id=session.pk, payload=payload)
     return True
+
+
+def _is_stored(*, session_id: int, event: events.MirrorEvent) -> bool:
+    """Whether `event` is the one stored under its seq (a resend), as it was stored."""
+    payload = event["event"]
+    stored = (
+        VoiceEvent.objects.filter(session_id=session_id, seq=event["seq"])
+        .values_list("direction", "type", "payload")
+        .first()
+    )
+    return stored == (event["direction"], payload["type"][:100], _stored_payload(payload))
 
 
 def _stored_payload(payload: dict[str, Any]) -> dict[str, Any]:

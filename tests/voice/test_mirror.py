@@ -288,21 +288,17 @@ async def test_malformed_messages_get_errors_and_are_not_stored(world: Callable[
 async def test_response_done_adds_its_usage(world: Callable[[], Any]) -> None:
     _, session, cookie = await world()
     socket = await open_mirror(session, cookie)
+    usage = {"total_tokens": 120, "input_tokens": 100, "output_tokens": 20}
+
+    def done(seq: int) -> dict[str, Any]:
+        response = {"id": f"r{seq}", "status": "completed", "usage": usage}
+        return event(seq, {"type": "response.done", "response": response})
+
     for seq in (1, 2):
-        usage = {"total_tokens": 120, "input_tokens": 100, "output_tokens": 20}
-        await socket.send(
-            event(
-                seq,
-                {
-                    "type": "response.done",
-                    "response": {"id": f"r{seq}", "status": "completed", "usage": usage},
-                },
-            )
-        )
+        await socket.send(done(seq))
         assert await socket.receive() == {"type": "mirror.ack", "seq": seq}
-    await socket.send(
-        event(2, {"type": "response.done", "response": {"usage": {"total_tokens": 120}}})
-    )
+    # A resend (after a lost ack) is acked again and not counted twice.
+    await socket.send(done(2))
     assert await socket.receive() == {"type": "mirror.ack", "seq": 2}
     await socket.disconnect()
     session = await refreshed(session)
@@ -490,6 +486,24 @@ async def test_a_replayed_call_id_executes_once(world: Callable[[], Any]) -> Non
     terminal_after = await refreshed(terminal)
     assert terminal_after.version == terminal.version + 1
     assert await database_sync_to_async(ToolCall.objects.filter(session=session).count)() == 1
+
+
+async def test_another_call_under_a_stored_seq_is_refused_and_not_run(
+    world: Callable[[], Any],
+) -> None:
+    terminal, session, cookie = await world()
+    socket = await open_mirror(session, cookie)
+    await tool_round(socket, 1, function_call("call_a", "navigate_gallery", {"action": "next"}))
+    # Not a resend: seq 1 holds call_a. Run, this call would leave no event behind.
+    await socket.send(event(1, function_call("call_b", "navigate_gallery", {"action": "last"})))
+    reply = await socket.receive()
+    assert (reply["type"], reply["code"], reply["seq"]) == ("error", "seq_reused", 1)
+    await socket.disconnect()
+
+    terminal_after = await refreshed(terminal)
+    assert terminal_after.version == terminal.version + 1
+    calls = ToolCall.objects.filter(session=session).values_list("call_id", flat=True)
+    assert await database_sync_to_async(list)(calls) == ["call_a"]
 
 
 async def test_a_tool_failure_is_reported_to_the_model(world: Callable[[], Any]) -> None:
