@@ -42,6 +42,18 @@ async def _nothing_for(layer: Any, channel: str, seconds: float = 0.3) -> bool:
     return False
 
 
+async def _cut_while_waiting(layer: Any, server: RedisServer, channel: str) -> redis.Redis:
+    """Cut the subscriber's connection (Redis stays up) while `channel` waits for a
+    message; the wait must end in LayerOutage. The admin connection is returned."""
+    receive = asyncio.create_task(layer.receive(channel))
+    await asyncio.sleep(0.2)
+    admin = redis.Redis.from_url(server.url, decode_responses=True)
+    assert admin.client_kill_filter(_type="pubsub") == 1
+    with pytest.raises(LayerOutage):
+        await asyncio.wait_for(receive, TOLD_WITHIN)
+    return admin
+
+
 async def test_a_group_message_reaches_its_members_and_no_other_database(
     own_redis: RedisServer,
 ) -> None:
@@ -99,12 +111,7 @@ async def test_a_subscription_mended_by_reconnecting_is_still_an_outage(
     layer = _layer(own_redis.url)
     try:
         waiting = await _member(layer, "terminal-1")
-        receive = asyncio.create_task(layer.receive(waiting))
-        await asyncio.sleep(0.2)
-        admin = redis.Redis.from_url(own_redis.url, decode_responses=True)
-        assert admin.client_kill_filter(_type="pubsub") == 1
-        with pytest.raises(LayerOutage):
-            await asyncio.wait_for(receive, TOLD_WITHIN)
+        admin = await _cut_while_waiting(layer, own_redis, waiting)
 
         fresh = await _member(layer, "terminal-1")
         await layer.group_send("terminal-1", {"type": "terminal.state", "version": 4})
@@ -126,12 +133,7 @@ async def test_joining_a_group_with_a_channel_the_outage_dropped_is_an_outage(
     try:
         heard = await layer.new_channel()
         unheard = await layer.new_channel()
-        receive = asyncio.create_task(layer.receive(heard))
-        await asyncio.sleep(0.2)
-        admin = redis.Redis.from_url(own_redis.url, decode_responses=True)
-        assert admin.client_kill_filter(_type="pubsub") == 1
-        with pytest.raises(LayerOutage):
-            await asyncio.wait_for(receive, TOLD_WITHIN)
+        await _cut_while_waiting(layer, own_redis, heard)
         for channel in (heard, unheard):
             with pytest.raises(LayerOutage):
                 await layer.group_add("user-1", channel)
@@ -255,12 +257,7 @@ async def test_a_dropped_connection_that_fails_to_close_does_not_stop_the_receiv
     layer = _layer(own_redis.url)
     try:
         waiting = await _member(layer, "terminal-1")
-        receive = asyncio.create_task(layer.receive(waiting))
-        await asyncio.sleep(0.2)
-        admin = redis.Redis.from_url(own_redis.url, decode_responses=True)
-        assert admin.client_kill_filter(_type="pubsub") == 1
-        with pytest.raises(LayerOutage):
-            await asyncio.wait_for(receive, TOLD_WITHIN)
+        await _cut_while_waiting(layer, own_redis, waiting)
         fresh = await _member(layer, "terminal-1")
         await layer.group_send("terminal-1", {"type": "terminal.state", "version": 5})
         assert (await asyncio.wait_for(layer.receive(fresh), 5))["version"] == 5

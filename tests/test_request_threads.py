@@ -79,16 +79,21 @@ def _release(event: threading.Event) -> int:
     return threading.get_ident()
 
 
+async def _on_borrowed_thread(pool: RequestThreads, work: Any, event: threading.Event) -> int:
+    """`work(event)` as a request's sync code runs it: on a thread borrowed from `pool`."""
+    async with pool.borrowed():
+        thread: int = await sync_to_async(work, thread_sensitive=True)(event)
+        return thread
+
+
 async def test_a_request_that_waits_on_another_never_waits_for_a_thread() -> None:
     # As a token request waits on the engine served by the same process: a pool that
     # made the second request wait for the first one's thread would never finish.
     pool = RequestThreads(keep=1)
     released = threading.Event()
 
-    async def request(work: Any) -> int:
-        async with pool.borrowed():
-            thread: int = await sync_to_async(work, thread_sensitive=True)(released)
-            return thread
+    def request(work: Any) -> Any:
+        return _on_borrowed_thread(pool, work, released)
 
     first = asyncio.create_task(request(_held_until))
     await asyncio.sleep(0.05)
@@ -107,10 +112,8 @@ async def test_a_request_cancelled_mid_view_leaves_no_busy_thread_in_the_pool() 
     pool = RequestThreads(keep=1)
     released = threading.Event()
 
-    async def request(work: Any) -> int:
-        async with pool.borrowed():
-            thread: int = await sync_to_async(work, thread_sensitive=True)(released)
-            return thread
+    def request(work: Any) -> Any:
+        return _on_borrowed_thread(pool, work, released)
 
     running: list[threading.Thread] = []
 
