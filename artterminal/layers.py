@@ -441,6 +441,12 @@ class InMemoryChannelLayer(_InMemoryChannelLayer):
                 del self.channels[channel]
         return message
 
+    async def channel_discard(self, channel: str) -> None:
+        """Forget a channel nobody will receive on (as the pub/sub layer's)."""
+        self.channels.pop(channel, None)
+        for members in self.groups.values():
+            members.pop(channel, None)
+
     async def group_send(self, group: str, message: dict[str, Any]) -> None:
         assert isinstance(message, dict), "Message is not a dict"
         self.require_valid_group_name(group)

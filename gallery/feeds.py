@@ -73,10 +73,9 @@ class TerminalFeed:
             self.started.set_exception(error)
             self.started.exception()  # retrieved: joiners re-raise it themselves
             # Nobody will receive on the channel: the Redis layer would keep its queue
-            # and subscription for good (the in-memory one keeps nothing unused).
-            discard = getattr(self.layer, "channel_discard", None)
-            if self.channel and discard is not None:
-                await discard(self.channel)
+            # and subscription for good.
+            if self.channel:
+                await self.layer.channel_discard(self.channel)
             raise
         self._tasks = [
             asyncio.create_task(self._receive()),
