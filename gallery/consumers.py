@@ -77,6 +77,9 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
         # Highest version this socket has been sent: a broadcast that raced the state
         # read at connect or sync is not sent twice.
         self.sent_version = -1
+        # Rights changed but the state carrying them could not be read: the next
+        # periodic check sends it.
+        self.state_owed = False
         self.viewers = 0
         self.sent_viewers = -1
         self.presence_task: asyncio.Task[None] | None = None
@@ -141,7 +144,13 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
         before the handshake completes; a user with too many sockets open is told why."""
         self.user = self.scope.get("user") or AnonymousUser()
         slug = self.scope["url_route"]["kwargs"]["slug"]
-        found = await database_sync_to_async(_watchable_terminal)(slug=slug, user=self.user)
+        try:
+            found = await database_sync_to_async(_watchable_terminal)(slug=slug, user=self.user)
+        except DatabaseError as error:
+            logger.warning("Opening terminal %s: the database failed (%s)", slug, error)
+            await self.accept()
+            await self._close_unavailable()
+            return
         if found is None:
             await self.close()
             return
@@ -176,8 +185,7 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
                 layer_failure(error),
             )
             await self.accept()
-            await self._send_error("unavailable", "The server is busy; reconnecting shortly.")
-            await self.close(code=CLOSE_UNAVAILABLE)
+            await self._close_unavailable()
             return
         await self.accept()
         await self._replay_early()
@@ -195,7 +203,12 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
             self.presence_task = asyncio.create_task(self._keep_presence(registry.refresh_seconds))
         catch_up().add(terminal_id=terminal.pk, viewer=self)
         self.worker = asyncio.create_task(self._run_commands())
-        await self._send_fresh_state()
+        try:
+            await self._send_fresh_state()
+        except DatabaseError as error:
+            logger.warning("Reading terminal %s for a new socket failed (%s)", terminal.pk, error)
+            await self._close_unavailable()
+            return
         count_announcer().changed(terminal_id=terminal.pk)
         await _start_image_relay()
         self.guard.watch(on_login_gone=self._close_login_gone, on_check=self._check_periodically)
@@ -501,8 +514,12 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
         changed, self.rights = rights != self.rights, rights
         if not rights.can_watch:
             await self._close_forbidden()
-        elif changed or (send_if_behind and version > self.sent_version):
-            await self._send_fresh_state()
+        elif changed or self.state_owed or (send_if_behind and version > self.sent_version):
+            try:
+                await self._send_fresh_state()
+            except DatabaseError:
+                logger.warning("Reading terminal %s for new rights failed", self.terminal_id)
+                self.state_owed = True
 
     async def _send_fresh_state(self) -> None:
         if self.terminal_id is None:
@@ -514,6 +531,7 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
             await self._close_gone()
             return
         state, self.rights = found
+        self.state_owed = False
         if not self.rights.can_watch:
             await self._close_forbidden()
             return
@@ -598,6 +616,11 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
             return
         await self._send_error("logged_out", "You were signed out; reload to continue.")
         await self.close(code=CLOSE_LOGIN_GONE)
+
+    async def _close_unavailable(self) -> None:
+        """The page reconnects after CLOSE_UNAVAILABLE (with a growing delay)."""
+        await self._send_error("unavailable", "The server is busy; reconnecting shortly.")
+        await self.close(code=CLOSE_UNAVAILABLE)
 
     async def _close_gone(self) -> None:
         await self._send_error("terminal_not_found", "This terminal no longer exists.")

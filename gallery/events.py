@@ -130,7 +130,7 @@ CLOSE_LOGGED_OUT: Final = 4001  # = artterminal.sockets.CLOSE_LOGIN_GONE
 CLOSE_FORBIDDEN: Final = 4003
 CLOSE_MESSAGE_TOO_BIG: Final = 4009  # websocket 1009
 # artterminal.sockets: CLOSE_TOO_MANY 4429 (messages or sockets), CLOSE_UNAVAILABLE 4503
-# (the channel layer failed under the socket: reconnect and re-sync).
+# (the channel layer failed under the socket, or the database as it opened: reconnect).
 
 
 class ParseError(Exception):

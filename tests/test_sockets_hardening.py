@@ -531,3 +531,177 @@ def test_checking_a_login_never_changes_the_session(owner: Any, settings: Any) -
     settings.SECRET_KEY_FALLBACKS = []
     assert not sockets.socket_login_holds(session_key=key, user_id=owner.pk)
     assert Session.objects.filter(session_key=key).exists()
+
+
+# --- The database failing under a socket ---------------------------------------------------
+# A group message or a hang-up reaches a socket while PostgreSQL restarts: the socket must
+# neither crash (a 1011 close, a traceback) nor keep a socket whose login is gone.
+
+DATABASE_GONE = "server closed the connection unexpectedly"
+
+
+def failing(
+    monkeypatch: pytest.MonkeyPatch, owner: Any, name: str, *, times: int | None = None
+) -> list[dict[str, Any]]:
+    """Make `owner.name` raise as a lost database does, `times` times (always when None);
+    returns the keyword arguments of each failed call."""
+    from django.db import OperationalError
+
+    real = getattr(owner, name)
+    failed: list[dict[str, Any]] = []
+
+    def fail(*args: Any, **kwargs: Any) -> Any:
+        if times is None or len(failed) < times:
+            failed.append(kwargs)
+            raise OperationalError(DATABASE_GONE)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, fail)
+    return failed
+
+
+async def test_a_terminal_socket_opened_while_the_database_is_down_is_told_to_retry(
+    world: Callable[[], Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gallery import consumers
+
+    terminal, _, cookie = await world()
+    for step in ("_watchable_terminal", "_state_and_rights"):
+        failed = failing(monkeypatch, consumers, step, times=1)
+        socket = Socket(terminal_path(terminal), cookie=cookie)
+        assert await socket.connect()
+        assert await socket.receive_error_and_close() == ("unavailable", 4503), step
+        await socket.disconnect()
+        assert len(failed) == 1
+    # The database is back: the page's reconnect gets the terminal.
+    await open_terminal(terminal, cookie)
+
+
+async def test_a_mirror_opened_while_the_database_is_down_is_told_to_retry(
+    world: Callable[[], Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gallery import selectors as gallery_selectors
+
+    _, session, cookie = await world()
+    failing(monkeypatch, gallery_selectors, "terminal_can_control", times=1)
+    socket = Socket(mirror_path(session), cookie=cookie)
+    assert await socket.connect()
+    assert (await socket.receive())["code"] == "unavailable"
+    assert await socket.receive_close() == 1000  # CLOSE_RETRY: the mirror reconnects
+    await socket.disconnect()
+
+    mirror = await open_mirror(session, cookie)
+    await mirror.send(mirror_event(1, {"type": "session.created"}))
+    assert await mirror.receive() == {"type": "mirror.ack", "seq": 1}
+    await mirror.disconnect()
+
+
+async def test_new_rights_the_database_fails_to_send_arrive_with_the_next_check(
+    make_terminal: Callable[..., Terminal],
+    make_user: Callable[..., Any],
+    add_member: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+    settings: Any,
+) -> None:
+    from gallery import consumers
+    from gallery.models import TerminalMembership
+
+    settings.WEBSOCKET_SESSION_CHECK_SECONDS = 0.3
+    terminal = await database_sync_to_async(make_terminal)(is_public=False)
+    member = await database_sync_to_async(make_user)()
+    membership = await database_sync_to_async(add_member)(
+        terminal, member, TerminalMembership.Role.VIEWER
+    )
+    cookie = await database_sync_to_async(cookie_for)(member)
+    socket = Socket(terminal_path(terminal), cookie=cookie)
+    assert await socket.connect()
+    try:
+        assert (await socket.receive())["can_control"] is False
+        failed = failing(monkeypatch, consumers, "_state_and_rights", times=1)
+        membership.role = TerminalMembership.Role.CONTROLLER
+        await database_sync_to_async(membership.save)()
+
+        # The rights were read, the state with them was not: the socket stays, and the
+        # periodic check sends what the page has not seen yet.
+        state = await socket.receive_type("terminal.state")
+        assert state["can_control"] is True
+        assert len(failed) == 1
+        await socket.send({"type": "terminal.navigate", "action": "next"})
+        assert (await socket.receive_type("terminal.state"))["version"] == 1
+    finally:
+        await socket.disconnect()
+
+
+async def test_a_mirror_whose_rights_cannot_be_read_keeps_its_call(
+    world: Callable[[], Any], owner: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every tool call checks the rights again, so a lost check ends nothing."""
+    from channels.layers import get_channel_layer
+
+    from artterminal.groups import user_group_name
+    from gallery import selectors as gallery_selectors
+
+    terminal, session, cookie = await world()
+    mirror = await open_mirror(session, cookie)
+    try:
+        failed = failing(monkeypatch, gallery_selectors, "terminal_can_control", times=1)
+        await get_channel_layer().group_send(
+            user_group_name(owner.pk), {"type": "terminal.access", "terminal_id": terminal.pk}
+        )
+        async with asyncio.timeout(TIMEOUT):
+            while not failed:  # the socket has read the message
+                await asyncio.sleep(0.01)
+        await mirror.send(mirror_event(1, navigate_call("call_after")))
+        assert (await mirror.receive())["type"] == "tool.result"
+        assert await mirror.receive() == {"type": "mirror.ack", "seq": 1}
+        assert len(failed) == 1
+    finally:
+        await mirror.disconnect()
+    assert (await refreshed(session)).status != VoiceSession.Status.ENDED
+    assert (await refreshed(terminal)).version == 1
+
+
+async def test_a_hang_up_the_database_cannot_record_still_ends_the_call(
+    world: Callable[[], Any], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from voice import services
+
+    _, session, cookie = await world()
+    mirror = await open_mirror(session, cookie)
+    failed = failing(monkeypatch, services, "voice_session_end")
+    await mirror.send({"type": "mirror.hangup"})
+    assert await mirror.receive() == {"type": "session.ended", "reason": "hangup"}
+    assert await mirror.receive_close() == 4000
+    await mirror.disconnect()
+    assert [call["reason"] for call in failed] == ["hangup"]
+    # Left open, the session ends with the expiry of sessions that mirror nothing.
+    assert (await refreshed(session)).status != VoiceSession.Status.ENDED
+    assert "ends when it expires" in caplog.text
+
+
+@pytest.mark.parametrize("ending", ["logged out", "signed out"])
+async def test_a_login_that_ends_while_the_database_is_down_still_closes_the_mirror(
+    ending: str,
+    world: Callable[[], Any],
+    owner: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    settings: Any,
+) -> None:
+    from voice import services
+
+    settings.WEBSOCKET_SESSION_CHECK_SECONDS = 0.2
+    _, session, cookie = await world()
+    mirror = await open_mirror(session, cookie)
+    failed = failing(monkeypatch, services, "voice_session_end")
+    if ending == "logged out":
+        from gallery import broadcast
+
+        await sync_to_async(broadcast.user_sockets_close)(user_id=owner.pk)
+        code = 4000
+    else:
+        await database_sync_to_async(_delete_sessions)()
+        code = 4001
+    assert await mirror.receive() == {"type": "session.ended", "reason": ending}
+    assert await mirror.receive_close() == code
+    await mirror.disconnect()
+    assert [call["reason"] for call in failed] == [ending]

@@ -88,7 +88,12 @@ class VoiceMirrorConsumer(AsyncJsonWebsocketConsumer):
         and within the user's cap on open sockets."""
         user = self.scope.get("user")
         session_id = self.scope["url_route"]["kwargs"]["session_id"]
-        session = await _session_for(session_id, user) if user is not None else None
+        try:
+            session = await _session_for(session_id, user) if user is not None else None
+        except DatabaseError as error:
+            logger.warning("Voice session %s: reading it failed (%s)", session_id, error)
+            await self._refuse_for_now()
+            return
         if session is None:
             await self.close()
             return
@@ -122,15 +127,19 @@ class VoiceMirrorConsumer(AsyncJsonWebsocketConsumer):
                 session.pk,
                 layer_failure(error),
             )
-            self.ending = True
-            await self.accept()
-            await self.send_json(
-                events.error(code="unavailable", message="The server is busy; reconnecting.")
-            )
-            await self.close(code=events.CLOSE_RETRY)
+            await self._refuse_for_now()
             return
         await self.accept()
         self.guard.watch(on_login_gone=self._login_gone)
+
+    async def _refuse_for_now(self) -> None:
+        """Accepted only to say why: the page reconnects after CLOSE_RETRY."""
+        self.ending = True
+        await self.accept()
+        await self.send_json(
+            events.error(code="unavailable", message="The server is busy; reconnecting.")
+        )
+        await self.close(code=events.CLOSE_RETRY)
 
     async def disconnect(self, code: int) -> None:
         """On close: leave the groups. The session stays open, so the browser can reconnect."""
@@ -298,13 +307,32 @@ class VoiceMirrorConsumer(AsyncJsonWebsocketConsumer):
         )
 
     async def _hang_up(self, *, reason: str = "hangup") -> None:
-        assert self.session is not None
-        ended = await database_sync_to_async(services.voice_session_end)(
-            session=self.session, reason=reason
-        )
-        if not ended:
+        ended = await self._session_end(reason=reason)
+        if ended is None:
+            await self._end(reason=reason)
+        elif not ended:
             await self._end(reason="ended")
         # Otherwise the group message announcing the end closes this socket.
+
+    async def _session_end(self, *, reason: str) -> bool | None:
+        """Record the session's end (`services.voice_session_end`); None when the
+        database failed. The call ends all the same: the page's hang-up or a lost login
+        cannot wait for the database, and the session left open ends with
+        `voice_sessions_expire` once it has mirrored nothing for a while."""
+        if self.session is None:
+            return False
+        try:
+            return await database_sync_to_async(services.voice_session_end)(
+                session=self.session, reason=reason
+            )
+        except DatabaseError as error:
+            logger.warning(
+                "Voice session %s: recording its end (%s) failed (%s); it ends when it expires",
+                self.session.pk,
+                reason,
+                error,
+            )
+            return None
 
     async def session_ended(self, message: dict[str, Any]) -> None:
         """On `session.ended` to the session's group (hang-up, or staff ended it)."""
@@ -320,7 +348,13 @@ class VoiceMirrorConsumer(AsyncJsonWebsocketConsumer):
             return
         if terminal_id is not None and terminal_id != session.terminal_id:
             return
-        if not await _still_controls(session):
+        try:
+            controls = await _still_controls(session)
+        except DatabaseError as error:
+            # Every tool call checks the rights again, so the call can go on.
+            logger.warning("Voice session %s: re-reading rights failed (%s)", session.pk, error)
+            return
+        if not controls:
             await self._stop(
                 end_reason="control revoked",
                 message=events.session_ended(reason="control revoked"),
@@ -346,10 +380,7 @@ class VoiceMirrorConsumer(AsyncJsonWebsocketConsumer):
         if self.ending:
             return
         self.ending = True
-        if self.session is not None:
-            await database_sync_to_async(services.voice_session_end)(
-                session=self.session, reason=end_reason
-            )
+        await self._session_end(reason=end_reason)
         await self.send_json(message)
         await self.close(code=code)
 

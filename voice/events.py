@@ -38,12 +38,14 @@ Error codes
   followed by a close).
 
 Close codes (Daphne sends 1000 or 3000–4999 only)
-- 4000 `CLOSE_SESSION_ENDED` — after `session.ended` (hang-up, staff, control revoked).
+- 4000 `CLOSE_SESSION_ENDED` — after `session.ended` (hang-up, staff, control revoked;
+  a hang-up or logout the database failed to record too: the session expires later).
 - 4001 `CLOSE_LOGIN_GONE` — the login behind the call ended; the session is ended too.
 - 4429 `CLOSE_TOO_MANY` — too many messages (the session is ended) or too many sockets
   of this user (the session stays open for a socket that fits).
-- 1000 `CLOSE_RETRY` — the channel layer failed under the socket (Redis restarting):
-  reconnect with backoff and resend what was not acked. (Not a 4xxx code: the page
+- 1000 `CLOSE_RETRY` — the channel layer failed under the socket (Redis restarting), or
+  the database failed while it opened: reconnect with backoff and resend what was not
+  acked. (Not a 4xxx code: the page
   takes those as the server refusing the session, and stops.)
 A refused handshake (not the owner, session closed, no control) has no code.
 
