@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -33,6 +34,7 @@ MAX_ATTEMPTS = 3
 THUMBNAIL_SIZE = 320
 PROGRESS_INTERVAL_SECONDS = 0.25
 RETRY_DELAY_SECONDS = 15
+MAX_RETRY_DELAY_SECONDS = 15 * 60
 UNEXPECTED_FAILURE = "The generator failed unexpectedly. Try again."
 
 
@@ -61,8 +63,11 @@ def image_render(*, image_id: int, task_id: str = "") -> Image | None:
         )
     except ImageProviderError as exc:
         logger.warning("Image %s failed: %s", image.pk, exc.code)
-        if exc.retryable and image.attempts < MAX_ATTEMPTS:
-            return _image_retry_later(image=image, reason=exc.message)
+        # The upstream's own Retry-After comes first; one too far off fails the image
+        # now, with the message saying when to try again, instead of hiding it queued.
+        delay = max(RETRY_DELAY_SECONDS * image.attempts, exc.retry_after or 0)
+        if exc.retryable and image.attempts < MAX_ATTEMPTS and delay <= MAX_RETRY_DELAY_SECONDS:
+            return _image_retry_later(image=image, reason=exc.message, delay=delay)
         return image_fail(image_id=image.pk, task_id=image.task_id, reason=exc.message)
     except Exception:
         logger.exception("Image %s failed unexpectedly", image.pk)
@@ -178,14 +183,20 @@ def image_fail(*, image_id: int, reason: str, task_id: str | None = None) -> Ima
     return image
 
 
-def _image_retry_later(*, image: Image, reason: str) -> Image | None:
+def _image_retry_later(*, image: Image, reason: str, delay: int) -> Image | None:
     with transaction.atomic():
         locked = Image.objects.select_for_update().filter(pk=image.pk).first()
         if locked is None or locked.task_id != image.task_id:
             return None
-        delay = RETRY_DELAY_SECONDS * locked.attempts
-        _image_requeue(locked, note=f"{reason} Retrying in {delay} seconds.", delay=delay)
+        # "The image service is busy right now. Trying again in 10 minutes.": the site
+        # retries by itself, so the reason's advice to try again is left out.
+        note = f"{reason.split(' Try again')[0]} Trying again in {_wait_text(delay)}."
+        _image_requeue(locked, note=note, delay=delay)
     return locked
+
+
+def _wait_text(seconds: int) -> str:
+    return f"{seconds} seconds" if seconds < 120 else f"{math.ceil(seconds / 60)} minutes"
 
 
 def _image_requeue(image: Image, *, note: str = "", delay: int = 0) -> None:

@@ -8,12 +8,11 @@ quote part of the key) is never passed on, and the key is never logged or return
 from __future__ import annotations
 
 import logging
-import math
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from functools import lru_cache
 from http.cookiejar import Cookie, DefaultCookiePolicy
 from typing import Any, Literal
@@ -23,6 +22,8 @@ import requests.adapters
 from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
+
+from artterminal import upstream_http
 
 logger = logging.getLogger(__name__)
 
@@ -201,14 +202,24 @@ def _new_session() -> requests.Session:
 _session = _new_session()
 
 
-def _post(*, url: str, body: dict[str, Any], api_key: str) -> requests.Response:
+@dataclass(frozen=True)
+class _Answer:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+def _post(*, url: str, body: dict[str, Any], api_key: str) -> _Answer:
+    # requests' timeout bounds each read; the deadline bounds the whole answer.
+    deadline = time.monotonic() + sum(TIMEOUT_SECONDS)
     try:
-        return _session.post(
+        response = _session.post(
             url,
             json=body,
             headers={"Authorization": f"Bearer {api_key}", "Accept": "application/json"},
             timeout=TIMEOUT_SECONDS,
             allow_redirects=False,
+            stream=True,
         )
     except requests.ConnectionError as error:
         # Includes a connect timeout: the request never reached the upstream.
@@ -220,24 +231,45 @@ def _post(*, url: str, body: dict[str, Any], api_key: str) -> requests.Response:
             )
         ) from None
     except requests.Timeout:
-        logger.warning("Realtime upstream timed out")
-        raise RealtimeUnavailable(
-            "The voice service did not answer in time. Try again in a moment.",
-            code="upstream_timeout",
-        ) from None
+        raise _timed_out() from None
     except requests.RequestException as error:
-        logger.warning("Realtime request failed: %s", type(error).__name__)
-        raise RealtimeUnavailable(
-            "Could not reach the voice service. Try again in a moment.",
-            code="upstream_unreachable",
-        ) from None
+        raise _failed(error) from None
+    try:
+        answer = upstream_http.answer_read(
+            response, max_bytes=MAX_RESPONSE_BYTES, deadline=deadline
+        )
+    except upstream_http.AnswerTooSlow:
+        raise _timed_out() from None
+    except upstream_http.AnswerTooLarge:
+        if response.status_code == 200:
+            raise _unreadable() from None
+        answer = b""  # an error's body only explains its status, which is enough
+    except requests.RequestException as error:
+        raise _failed(error) from None
+    return _Answer(status=response.status_code, headers=response.headers, body=answer)
 
 
-def _client_secret_from(response: requests.Response, *, config: RealtimeConfig) -> ClientSecret:
-    status = response.status_code
+def _timed_out() -> RealtimeUnavailable:
+    logger.warning("Realtime upstream timed out")
+    return RealtimeUnavailable(
+        "The voice service did not answer in time. Try again in a moment.",
+        code="upstream_timeout",
+    )
+
+
+def _failed(error: requests.RequestException) -> RealtimeUnavailable:
+    logger.warning("Realtime request failed: %s", type(error).__name__)
+    return RealtimeUnavailable(
+        "Could not reach the voice service. Try again in a moment.",
+        code="upstream_unreachable",
+    )
+
+
+def _client_secret_from(answer: _Answer, *, config: RealtimeConfig) -> ClientSecret:
+    status = answer.status
     if status == 200:
-        return _parse_secret(response)
-    error = _error_fields(response)
+        return _parse_secret(answer.body)
+    error = upstream_http.error_fields(answer.body)
     # The vendor's message can quote the key: log only its stable fields.
     logger.warning(
         "Realtime mint refused: status=%s type=%s code=%s param=%s",
@@ -265,7 +297,9 @@ def _client_secret_from(response: requests.Response, *, config: RealtimeConfig) 
                 "An administrator needs to check the plan and billing.",
                 code="upstream_quota_exceeded",
             )
-        retry_after = _retry_after(response)
+        retry_after = upstream_http.retry_after_seconds(
+            answer.headers, default=DEFAULT_RETRY_AFTER_SECONDS, maximum=MAX_RETRY_AFTER_SECONDS
+        )
         raise RealtimeRateLimited(
             f"The voice service is busy. Try again in {retry_after} seconds.",
             retry_after=retry_after,
@@ -292,15 +326,17 @@ def _client_secret_from(response: requests.Response, *, config: RealtimeConfig) 
     )
 
 
-def _parse_secret(response: requests.Response) -> ClientSecret:
-    bad = RealtimeBadResponse(
+def _unreadable() -> RealtimeBadResponse:
+    return RealtimeBadResponse(
         "The voice service sent an answer this site could not read. Try again; "
         "if it keeps happening an administrator needs to check REALTIME_BASE_URL."
     )
-    if len(response.content) > MAX_RESPONSE_BYTES:
-        raise bad
+
+
+def _parse_secret(body: bytes) -> ClientSecret:
+    bad = _unreadable()
     try:
-        data = response.json()
+        data = upstream_http.json_parse(body)
     except ValueError:
         raise bad from None
     if not isinstance(data, dict):
@@ -318,54 +354,5 @@ def _parse_secret(response: requests.Response) -> ClientSecret:
     return ClientSecret(value=value, expires_at=expiry)
 
 
-def _error_fields(response: requests.Response) -> dict[str, Any]:
-    try:
-        data = response.json()
-    except ValueError:
-        return {}
-    error = data.get("error") if isinstance(data, dict) else None
-    return error if isinstance(error, dict) else {}
-
-
 def _is_name(text: str) -> bool:
     return bool(re.fullmatch(r"[A-Za-z0-9_.\[\]]{1,80}", text))
-
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
-
-
-def _retry_after(response: requests.Response) -> int:
-    """Seconds to wait, from Retry-After (seconds or a date) or OpenAI's reset headers."""
-    seconds: float | None = None
-    header = response.headers.get("Retry-After", "").strip()
-    if header:
-        try:
-            seconds = float(header)
-        except ValueError:
-            try:
-                when = parsedate_to_datetime(header)
-                seconds = (when - datetime.now(tz=UTC)).total_seconds()
-            except (TypeError, ValueError):
-                seconds = None
-    if seconds is None:
-        resets = [
-            _duration_seconds(response.headers.get(name, ""))
-            for name in ("x-ratelimit-reset-requests", "x-ratelimit-reset-tokens")
-        ]
-        known = [reset for reset in resets if reset is not None]
-        seconds = max(known) if known else None
-    if seconds is None or seconds != seconds:  # NaN from a hostile header
-        return DEFAULT_RETRY_AFTER_SECONDS
-    return math.ceil(min(max(seconds, 1), MAX_RETRY_AFTER_SECONDS))
-
-
-def _duration_seconds(text: str) -> float | None:
-    """OpenAI's reset hints look like "1s", "6m0s", "250ms"."""
-    text = text.strip()
-    if not text:
-        return None
-    parts = _DURATION_PART.findall(text)
-    if not parts or "".join(number + unit for number, unit in parts) != text:
-        return None
-    scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-    return sum(float(number) * scale[unit] for number, unit in parts)

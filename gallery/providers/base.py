@@ -24,11 +24,15 @@ class ImageProviderError(Exception):
     Never carries the vendor's raw text or any credential: `message` is always ours.
     """
 
-    def __init__(self, code: str, message: str, *, retryable: bool = False) -> None:
+    def __init__(
+        self, code: str, message: str, *, retryable: bool = False, retry_after: int | None = None
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.retryable = retryable
+        # Seconds the upstream asked us to wait before trying again (Retry-After).
+        self.retry_after = retry_after
 
     def __str__(self) -> str:
         return f"{self.code}: {self.message}"

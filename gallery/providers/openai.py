@@ -6,6 +6,9 @@ import base64
 import binascii
 import io
 import logging
+import math
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +16,7 @@ import requests
 from django.conf import settings
 from PIL import Image, UnidentifiedImageError
 
+from artterminal import upstream_http
 from gallery.providers.base import GeneratedImage, ImageProviderError, ProgressCallback
 from gallery.providers.prompt import describe_prompt
 
@@ -21,6 +25,8 @@ logger = logging.getLogger(__name__)
 # The sizes the GPT image models accept; we always ask for the square one.
 REQUEST_SIZE = "1024x1024"
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+DEFAULT_RETRY_AFTER_SECONDS = 60
+MAX_RETRY_AFTER_SECONDS = 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -89,6 +95,8 @@ class OpenAIImageProvider:
 
     def _post(self, body: dict[str, Any]) -> dict[str, Any]:
         url = f"{self.config.base_url}/images/generations"
+        # requests' timeout bounds each read; the deadline bounds the whole answer.
+        deadline = time.monotonic() + self.config.timeout_seconds
         try:
             response = requests.post(
                 url,
@@ -96,11 +104,21 @@ class OpenAIImageProvider:
                 headers={"Authorization": f"Bearer {self.config.api_key}"},
                 # Connecting should be quick; drawing takes up to a minute or two.
                 timeout=(min(10.0, self.config.timeout_seconds), self.config.timeout_seconds),
+                stream=True,
             )
-        except requests.Timeout:
+            answer = upstream_http.answer_read(
+                response, max_bytes=MAX_RESPONSE_BYTES, deadline=deadline
+            )
+        except (requests.Timeout, upstream_http.AnswerTooSlow):
             raise ImageProviderError(
                 "timeout", "The image service took too long to answer. Try again.", retryable=True
             ) from None
+        except upstream_http.AnswerTooLarge:
+            if response.status_code == 200:
+                raise ImageProviderError(
+                    "bad_response", "The image service sent an oversized answer."
+                ) from None
+            answer = b""  # an error's body only explains its status, which is enough
         except requests.RequestException as exc:
             logger.warning("Image service unreachable: %s", type(exc).__name__)
             raise ImageProviderError(
@@ -109,15 +127,11 @@ class OpenAIImageProvider:
                 retryable=True,
             ) from None
         if response.status_code != 200:
-            raise _error_for(response)
-        if len(response.content) > MAX_RESPONSE_BYTES:
-            raise ImageProviderError("bad_response", "The image service sent an oversized answer.")
+            raise _error_for(response.status_code, response.headers, answer)
         try:
-            payload = response.json()
+            payload = upstream_http.json_parse(answer)
         except ValueError:
-            raise ImageProviderError(
-                "bad_response", "The image service sent an answer that could not be read."
-            ) from None
+            payload = None
         if not isinstance(payload, dict):
             raise ImageProviderError(
                 "bad_response", "The image service sent an answer that could not be read."
@@ -125,20 +139,9 @@ class OpenAIImageProvider:
         return payload
 
 
-def _error_code(response: requests.Response) -> tuple[str, str]:
-    """The machine-readable `code` and `type` of an OpenAI error envelope, if any."""
-    try:
-        error = response.json().get("error") or {}
-    except (ValueError, AttributeError):
-        return "", ""
-    if not isinstance(error, dict):
-        return "", ""
-    return str(error.get("code") or ""), str(error.get("type") or "")
-
-
-def _error_for(response: requests.Response) -> ImageProviderError:
-    status = response.status_code
-    code, kind = _error_code(response)
+def _error_for(status: int, headers: Mapping[str, str], body: bytes) -> ImageProviderError:
+    error = upstream_http.error_fields(body)
+    code, kind = str(error.get("code") or ""), str(error.get("type") or "")
     # Log only what identifies the failure: the vendor's message may quote the prompt.
     logger.warning("Image service refused: status=%s code=%s type=%s", status, code, kind)
     if status == 401:
@@ -162,10 +165,14 @@ def _error_for(response: requests.Response) -> ImageProviderError:
             "This site's image-generation quota is used up. Ask an administrator.",
         )
     if status == 429:
+        wait = upstream_http.retry_after_seconds(
+            headers, default=DEFAULT_RETRY_AFTER_SECONDS, maximum=MAX_RETRY_AFTER_SECONDS
+        )
         return ImageProviderError(
             "rate_limited",
-            "The image service is busy right now. Try again in a minute.",
+            f"The image service is busy right now. Try again in {_spoken_wait(wait)}.",
             retryable=True,
+            retry_after=wait,
         )
     if status >= 500:
         return ImageProviderError(
@@ -180,6 +187,13 @@ def _error_for(response: requests.Response) -> ImageProviderError:
     return ImageProviderError(
         "upstream_error", f"The image service answered with an unexpected status ({status})."
     )
+
+
+def _spoken_wait(seconds: int) -> str:
+    if seconds <= 60:
+        return "a minute"
+    minutes = math.ceil(seconds / 60)
+    return f"{minutes} minutes" if minutes < 120 else f"{math.ceil(minutes / 60)} hours"
 
 
 def _decode_image(payload: dict[str, Any]) -> tuple[bytes, int, int]:

@@ -29,6 +29,7 @@ from PIL import Image as PILImage
 from artterminal.groups import terminal_group_name
 from gallery import generation, relay
 from gallery.models import Image, Terminal
+from gallery.providers import ImageProviderError
 from gallery.tasks import reap_stale_images, schedule_reaper
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -432,3 +433,51 @@ def test_a_worker_killed_mid_job_leaves_no_image_generating_forever(
     assert row["attempts"] == 2
     assert row["task_id"] != killed["task_id"]
     assert (s.media / row["file"]).is_file()
+
+
+class _Refusing:
+    """A provider refusing as an upstream rate limit does, asking for `retry_after` s."""
+
+    name = "local"
+
+    def __init__(self, retry_after: int) -> None:
+        self.retry_after = retry_after
+
+    def generate(self, **kwargs: Any) -> Any:
+        raise ImageProviderError(
+            "rate_limited",
+            "The image service is busy right now. Try again in 10 minutes.",
+            retryable=True,
+            retry_after=self.retry_after,
+        )
+
+
+def test_a_retry_waits_as_long_as_the_upstream_asked(
+    owner: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(generation, "get_provider", lambda name=None: _Refusing(600))
+    image = queued_image(owner)
+    before = timezone.now()
+    generation.image_render(image_id=image.pk)
+    image.refresh_from_db()
+    assert image.status == Image.Status.QUEUED
+    assert image.error == "The image service is busy right now. Trying again in 10 minutes."
+    retry = DBTaskResult.objects.get(id=image.task_id)
+    assert retry.run_after >= before + timedelta(seconds=600)
+
+
+def test_an_upstream_asking_for_a_long_wait_fails_the_image_now(
+    owner: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Queued for hours, the picture would look stuck: the person is told when to retry.
+    monkeypatch.setattr(
+        generation,
+        "get_provider",
+        lambda name=None: _Refusing(generation.MAX_RETRY_DELAY_SECONDS + 1),
+    )
+    image = queued_image(owner)
+    generation.image_render(image_id=image.pk)
+    image.refresh_from_db()
+    assert image.status == Image.Status.FAILED
+    assert image.error == "The image service is busy right now. Try again in 10 minutes."
+    assert not DBTaskResult.objects.filter(task_path__endswith="generate_image").exists()

@@ -19,6 +19,7 @@ from PIL import Image
 
 from gallery.providers import ImageProviderError, get_provider
 from gallery.providers.openai import OpenAIImageConfig, OpenAIImageProvider
+from tests.upstream_answers import Delivery, answer_write
 
 API_KEY = "openai-test-key-Zq81-never-shown"
 VENDOR_TEXT = "Vendor says: your prompt 'secret plans' was flagged"
@@ -29,6 +30,8 @@ class Stub:
     status: int = 200
     body: bytes = b""
     delay: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)
+    delivery: Delivery = field(default_factory=Delivery)
     requests: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -72,14 +75,13 @@ def stub() -> Iterator[tuple[Stub, str]]:
             )
             if state.delay:
                 time.sleep(state.delay)
-            try:
-                self.send_response(state.status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(state.body)))
-                self.end_headers()
-                self.wfile.write(state.body)
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the client gave up (timeout tests)
+            answer_write(
+                self,
+                status=state.status,
+                body=state.body,
+                headers=state.headers,
+                delivery=state.delivery,
+            )
 
         def log_message(self, format: str, *args: Any) -> None:
             pass
@@ -255,3 +257,58 @@ def test_the_configured_provider_is_chosen_by_settings(settings: Any, stub: Any)
     assert get_provider().name == "local"
     with pytest.raises(ImageProviderError):
         get_provider("nonsense")
+
+
+# --- Answers that must not hold or swamp the worker --------------------------------------
+
+
+def test_an_answer_trickling_in_is_given_up_on_at_the_timeout(stub: tuple[Stub, str]) -> None:
+    state, url = stub
+    # Each byte comes well within the read timeout; the answer as a whole never does.
+    state.body, state.delivery = success_body(), Delivery(trickle_seconds=0.2)
+    started = time.monotonic()
+    with pytest.raises(ImageProviderError) as caught:
+        generate(provider_for(url, timeout=1.0))
+    assert (caught.value.code, caught.value.retryable) == ("timeout", True)
+    assert time.monotonic() - started < 4
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["declared", "undeclared"])
+def test_an_oversized_answer_is_refused_unread(stub: tuple[Stub, str], declared: bool) -> None:
+    state, url = stub
+    state.delivery = Delivery(oversize_bytes=200 * 1024 * 1024, declare_length=declared)
+    with pytest.raises(ImageProviderError) as caught:
+        generate(provider_for(url, timeout=10.0))
+    assert caught.value.code == "bad_response"
+    # Refused at its Content-Length, or at MAX_RESPONSE_BYTES (64 MiB) when it has none.
+    assert state.delivery.sent < 100 * 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "retryable"), [(200, "bad_response", False), (503, "upstream_error", True)]
+)
+def test_json_nested_too_deeply_is_an_unreadable_answer(
+    stub: tuple[Stub, str], status: int, code: str, retryable: bool
+) -> None:
+    state, url = stub
+    state.status, state.body = status, b"[" * 100_000 + b"]" * 100_000
+    with pytest.raises(ImageProviderError) as caught:
+        generate(provider_for(url))
+    assert (caught.value.code, caught.value.retryable) == (code, retryable)
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds", "said"),
+    [("600", 600, "10 minutes"), ("", 60, "a minute"), ("7200", 7200, "2 hours")],
+)
+def test_a_rate_limit_says_how_long_the_upstream_asked_to_wait(
+    stub: tuple[Stub, str], header: str, seconds: int, said: str
+) -> None:
+    state, url = stub
+    state.status = 429
+    state.body = error_body("Rate limit reached", "requests", "rate_limit_exceeded")
+    state.headers = {"Retry-After": header} if header else {}
+    with pytest.raises(ImageProviderError) as caught:
+        generate(provider_for(url))
+    assert (caught.value.code, caught.value.retry_after) == ("rate_limited", seconds)
+    assert caught.value.message == f"The image service is busy right now. Try again in {said}."

@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 from django.core.cache import cache
 
+from tests.upstream_answers import Delivery, answer_write
+
 OPENAI_TEST_KEY = "openai-test-key-DO-NOT-LEAK-5f3a9c1e7b2d"
 ENGINE_TEST_KEY = "engine-test-key-DO-NOT-LEAK-8e1d4c7a"
 
@@ -25,6 +27,7 @@ class StubReply:
     body: bytes | dict[str, Any] | None = None
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    delivery: Delivery = field(default_factory=Delivery)
 
 
 @dataclass
@@ -62,16 +65,13 @@ class RealtimeStub:
                     time.sleep(reply.delay)
                 payload = reply.body
                 data = json.dumps(payload).encode() if isinstance(payload, dict) else payload or b""
-                try:
-                    self.send_response(reply.status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    for name, value in reply.headers.items():
-                        self.send_header(name, value)
-                    self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up (a timeout test)
+                answer_write(
+                    self,
+                    status=reply.status,
+                    body=data,
+                    headers=reply.headers,
+                    delivery=reply.delivery,
+                )
 
             def log_message(self, *args: Any) -> None:
                 pass

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from tests.upstream_answers import Delivery
 from tests.voice.conftest import ENGINE_TEST_KEY, OPENAI_TEST_KEY, RealtimeStub, openai_error
 from voice import clients
 
@@ -285,3 +286,59 @@ def test_retry_after_as_an_http_date(openai_upstream: RealtimeStub) -> None:
     with pytest.raises(clients.RealtimeRateLimited) as raised:
         mint()
     assert 28 <= raised.value.retry_after <= 31
+
+
+# --- Answers that must not hold or swamp the site ----------------------------------------
+
+NESTED_JSON = b"[" * 100_000 + b"]" * 100_000  # valid JSON, 200 kB, too deep to parse
+
+
+def test_an_answer_trickling_in_is_given_up_on_at_the_timeout(
+    openai_upstream: RealtimeStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each byte comes well within the read timeout; the answer as a whole never does.
+    monkeypatch.setattr(clients, "TIMEOUT_SECONDS", (1.0, 1.0))
+    trickle = Delivery(trickle_seconds=0.2)
+    openai_upstream.reply(200, openai_upstream.success().body, delivery=trickle)
+    started = time.monotonic()
+    with pytest.raises(clients.RealtimeUnavailable) as raised:
+        mint()
+    assert raised.value.code == "upstream_timeout"
+    assert time.monotonic() - started < 4
+    assert trickle.sent < 40
+    assert len(openai_upstream.requests) == 1
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["declared", "undeclared"])
+def test_an_oversized_answer_is_refused_unread(
+    openai_upstream: RealtimeStub, declared: bool
+) -> None:
+    huge = Delivery(oversize_bytes=100 * 1024 * 1024, declare_length=declared)
+    openai_upstream.reply(200, None, delivery=huge)
+    with pytest.raises(clients.RealtimeBadResponse):
+        mint()
+    # Refused at its Content-Length, or at MAX_RESPONSE_BYTES (256 KiB) when it has none;
+    # the rest stays in the socket's buffers, never in memory.
+    assert huge.sent < 16 * 1024 * 1024
+
+
+def test_an_oversized_error_answer_is_still_read_by_its_status(
+    openai_upstream: RealtimeStub,
+) -> None:
+    huge = Delivery(oversize_bytes=100 * 1024 * 1024)
+    openai_upstream.reply(429, None, headers={"Retry-After": "7"}, delivery=huge)
+    with pytest.raises(clients.RealtimeRateLimited) as raised:
+        mint()
+    assert raised.value.retry_after == 7
+
+
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [(200, clients.RealtimeBadResponse), (401, clients.RealtimeRejected)],
+)
+def test_json_nested_too_deeply_is_an_unreadable_answer(
+    openai_upstream: RealtimeStub, status: int, error: type[clients.RealtimeError]
+) -> None:
+    openai_upstream.reply(status, NESTED_JSON)
+    with pytest.raises(error):
+        mint()

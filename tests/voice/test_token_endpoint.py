@@ -267,6 +267,7 @@ def test_the_rate_limit_is_per_user_with_retry_after(
         ),
         (503, b"Service Unavailable", {}, 503, "upstream_error"),
         (200, b"<html>captive portal</html>", {}, 502, "upstream_bad_response"),
+        (200, b"[" * 100_000 + b"]" * 100_000, {}, 502, "upstream_bad_response"),
     ],
 )
 def test_upstream_failures_become_json_errors_and_a_failed_session(
