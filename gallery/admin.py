@@ -83,15 +83,29 @@ class ImageAdmin(admin.ModelAdmin):
             str(image),
         )
 
-    @admin.action(description="Regenerate the selected images")
+    @admin.action(description="Regenerate the selected failed images")
     def regenerate(self, request: HttpRequest, queryset: QuerySet[Image]) -> None:
-        count = 0
+        count = skipped = 0
         for image in queryset:
-            services.image_regenerate(image=image)
-            count += 1
-        self.message_user(
-            request, f"Queued {count} image{'s' if count != 1 else ''} again.", messages.SUCCESS
-        )
+            try:
+                services.image_regenerate(image=image)
+            except services.InvalidRequest:
+                skipped += 1
+            else:
+                count += 1
+        if count or not skipped:
+            self.message_user(
+                request,
+                f"Queued {count} image{'s' if count != 1 else ''} again.",
+                messages.SUCCESS,
+            )
+        if skipped:
+            self.message_user(
+                request,
+                f"Left {skipped} image{'s' if skipped != 1 else ''} alone: only failed "
+                "images can be regenerated.",
+                messages.WARNING,
+            )
 
 
 class TerminalMembershipInline(admin.TabularInline):

@@ -11,6 +11,7 @@ process.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import math
@@ -36,6 +37,7 @@ PROGRESS_INTERVAL_SECONDS = 0.25
 RETRY_DELAY_SECONDS = 15
 MAX_RETRY_DELAY_SECONDS = 15 * 60
 UNEXPECTED_FAILURE = "The generator failed unexpectedly. Try again."
+STORE_FAILURE = "The picture was drawn but could not be saved. Try again."
 
 
 def _broadcast_after_commit(image: Image) -> None:
@@ -73,7 +75,14 @@ def image_render(*, image_id: int, task_id: str = "") -> Image | None:
         logger.exception("Image %s failed unexpectedly", image.pk)
         image_fail(image_id=image.pk, task_id=image.task_id, reason=UNEXPECTED_FAILURE)
         raise
-    return _image_finish(image=image, generated=generated)
+    try:
+        return _image_finish(image=image, generated=generated)
+    except Exception:
+        # Drawn but not stored (a full disk, a picture Pillow cannot read): say so now,
+        # rather than leave it generating for the reaper to draw again and again.
+        logger.exception("Image %s could not be stored", image.pk)
+        image_fail(image_id=image.pk, task_id=image.task_id, reason=STORE_FAILURE)
+        raise
 
 
 def _image_start(*, image_id: int, task_id: str) -> Image | None:
@@ -137,15 +146,23 @@ def _image_finish(*, image: Image, generated: GeneratedImage) -> Image | None:
             or locked.task_id != image.task_id
         ):
             return None  # failed or handed on while we drew: that outcome stands
-        locked.file.save(f"image-{locked.pk}.png", ContentFile(generated.png), save=False)
-        locked.thumbnail.save(f"image-{locked.pk}.webp", ContentFile(thumbnail), save=False)
-        locked.width, locked.height = generated.width, generated.height
-        locked.title = generated.title[:120]
-        locked.description = generated.description
-        locked.status = Image.Status.READY
-        locked.progress = 100
-        locked.error = ""
-        locked.save()
+        try:
+            locked.file.save(f"image-{locked.pk}.png", ContentFile(generated.png), save=False)
+            locked.thumbnail.save(f"image-{locked.pk}.webp", ContentFile(thumbnail), save=False)
+            locked.width, locked.height = generated.width, generated.height
+            locked.title = generated.title[:120]
+            locked.description = generated.description
+            locked.status = Image.Status.READY
+            locked.progress = 100
+            locked.error = ""
+            locked.save()
+        except Exception:
+            # The row rolls back; files already written would be left to nobody.
+            for stored in (locked.file, locked.thumbnail):
+                if stored:
+                    with contextlib.suppress(OSError):
+                        stored.delete(save=False)
+            raise
         _broadcast_after_commit(locked)
         if locked.terminal_id is not None:
             terminal_show_first_image(terminal_id=locked.terminal_id, image=locked)
@@ -241,15 +258,25 @@ def _is_lost(image: Image, cutoff: datetime) -> bool:
     return old and status in (None, "RUNNING")
 
 
-def image_requeue_stale(*, now: datetime | None = None, limit: int = 200) -> list[Image]:
-    """Re-enqueue (or, after MAX_ATTEMPTS, fail) images whose worker was lost."""
+def image_requeue_stale(*, now: datetime | None = None) -> list[Image]:
+    """Re-enqueue (or, after MAX_ATTEMPTS, fail) images whose worker was lost.
+
+    Every generating image is looked at (as many as there are workers, normally), then
+    every queued one old enough to be lost: however long a backed-up queue grows, an
+    image lost behind it is found. A queued one younger than the job timeout waits for
+    the next run even if its job already ended."""
     now = now or timezone.now()
     cutoff = now - timedelta(seconds=settings.IMAGE_JOB_TIMEOUT_SECONDS)
     handled: list[Image] = []
-    unfinished = Image.objects.filter(
-        status__in=[Image.Status.QUEUED, Image.Status.GENERATING]
-    ).order_by("updated_at")[:limit]
-    for candidate in unfinished:
+    fields = ("pk", "status", "task_id", "updated_at")
+    generating = Image.objects.filter(status=Image.Status.GENERATING)
+    queued = Image.objects.filter(status=Image.Status.QUEUED, updated_at__lt=cutoff)
+    # Read whole before the loop writes: SQLite's cursors see their own writes.
+    candidates = [
+        *generating.order_by("updated_at").only(*fields),
+        *queued.order_by("updated_at").only(*fields),
+    ]
+    for candidate in candidates:
         if not _is_lost(candidate, cutoff):
             continue
         with transaction.atomic():

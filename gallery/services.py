@@ -23,6 +23,8 @@ NAVIGATE_ACTIONS: tuple[str, ...] = (
     "search",
 )
 MAX_PROMPT_LENGTH = 1000
+# An edit's prompt is the source's plus the instruction: this leaves the source half.
+MAX_INSTRUCTION_LENGTH = 500
 
 
 class GalleryError(Exception):
@@ -203,11 +205,23 @@ def image_edit(*, user: Any, image: Image, instruction: str) -> Image:
     instruction = " ".join(instruction.split())
     if not instruction:
         raise InvalidRequest("Say how to change the picture.", code="empty_instruction")
+    if len(instruction) > MAX_INSTRUCTION_LENGTH:
+        raise InvalidRequest(
+            f"Keep the change under {MAX_INSTRUCTION_LENGTH} characters.",
+            code="instruction_too_long",
+        )
     if not image.is_ready:
         raise InvalidRequest("Only a finished image can be edited.", code="image_not_ready")
+    # The instruction is the point of the edit: a long source prompt gives way to it,
+    # cut at a word.
+    room = MAX_PROMPT_LENGTH - len(instruction) - len(", ")
+    base = image.prompt
+    if len(base) > room:
+        cut = base[: room + 1]
+        base = (cut.rsplit(" ", 1)[0] if " " in cut else cut[:room]).rstrip(" ,;.")
     return image_generate(
         owner=user,
-        prompt=f"{image.prompt}, {instruction}"[:MAX_PROMPT_LENGTH],
+        prompt=f"{base}, {instruction}",
         style=image.style,
         terminal=image.terminal,
         source=image,
@@ -219,17 +233,31 @@ def _enqueue_generation(image: Image) -> None:
     from gallery.tasks import generate_image
 
     result = generate_image.enqueue(image_id=image.pk)
-    Image.objects.filter(pk=image.pk).update(task_id=str(result.id))
+    # Only while still blank: a worker may have started the job already (it writes its
+    # own id) and even queued a retry under a newer one, which must not be replaced.
+    Image.objects.filter(pk=image.pk, task_id="").update(task_id=str(result.id))
 
 
 def image_regenerate(*, image: Image) -> Image:
-    """Queue an image's generation again (a failed job, or one lost with its worker)."""
+    """Queue a failed image's generation again, with a full set of attempts.
+
+    Only a failed one: an unfinished image has a job (or the reaper rescues it), and
+    a second job would draw it twice; a finished one would draw the same picture."""
     with transaction.atomic():
         locked = Image.objects.select_for_update().get(pk=image.pk)
+        if locked.status != Image.Status.FAILED:
+            raise InvalidRequest(
+                "Only a failed image can be generated again.", code="image_not_failed"
+            )
         locked.status = Image.Status.QUEUED
         locked.progress = 0
         locked.error = ""
-        locked.save(update_fields=["status", "progress", "error", "updated_at"])
+        locked.attempts = 0
+        # Blank, so the new job is taken for this image's own (gallery.generation).
+        locked.task_id = ""
+        locked.save(
+            update_fields=["status", "progress", "error", "attempts", "task_id", "updated_at"]
+        )
         transaction.on_commit(lambda: _enqueue_generation(locked))
         transaction.on_commit(lambda: broadcast.image_changed(image=locked))
     return locked

@@ -49,7 +49,7 @@ def test_image_change_page_previews_the_picture(
     assert f'src="{image.file.url}"' in response.content.decode()
 
 
-def test_regenerate_action_requeues_failed_images(
+def test_regenerate_action_requeues_failed_images_only(
     staff: Client, make_image: Callable[..., Image], django_capture_on_commit_callbacks: Any
 ) -> None:
     failed = make_image(prompt="a storm", status=Image.Status.FAILED, error="Upstream timed out.")
@@ -58,14 +58,16 @@ def test_regenerate_action_requeues_failed_images(
     with django_capture_on_commit_callbacks(execute=True):
         response = staff.post(
             reverse("admin:gallery_image_changelist"),
-            {"action": "regenerate", "_selected_action": [failed.pk]},
+            {"action": "regenerate", "_selected_action": [failed.pk, untouched.pk]},
             follow=True,
         )
 
     failed.refresh_from_db()
     untouched.refresh_from_db()
     assert response.status_code == 200
-    assert "Queued 1 image again." in response.content.decode()
+    page = response.content.decode()
+    assert "Queued 1 image again." in page
+    assert "Left 1 image alone: only failed images can be regenerated." in page
     assert failed.status == Image.Status.QUEUED
     assert failed.error == ""
     assert untouched.status == Image.Status.READY

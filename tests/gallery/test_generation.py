@@ -27,7 +27,7 @@ from django_tasks_db.models import DBTaskResult
 from PIL import Image as PILImage
 
 from artterminal.groups import terminal_group_name
-from gallery import generation, relay
+from gallery import generation, relay, services
 from gallery.models import Image, Terminal
 from gallery.providers import ImageProviderError
 from gallery.tasks import reap_stale_images, schedule_reaper
@@ -481,3 +481,110 @@ def test_an_upstream_asking_for_a_long_wait_fails_the_image_now(
     assert image.status == Image.Status.FAILED
     assert image.error == "The image service is busy right now. Try again in 10 minutes."
     assert not DBTaskResult.objects.filter(task_path__endswith="generate_image").exists()
+
+
+# --- A worker faster than the request that queued the job --------------------------------
+
+
+@pytest.fixture
+def eager_worker(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """A worker that runs the first generate_image job the moment it is enqueued, before
+    the enqueueing code has written the job's id to the image (a real worker can);
+    returns the ids of the jobs it ran."""
+    from django_tasks_db.backend import DatabaseBackend
+
+    enqueue = DatabaseBackend.enqueue
+    ran: list[str] = []
+
+    def enqueue_and_run(self: Any, task: Any, args: Any, kwargs: Any) -> Any:
+        result: Any = enqueue(self, task, args, kwargs)
+        if task.name == "generate_image" and not ran:
+            ran.append(str(result.id))
+            generation.image_render(image_id=kwargs["image_id"], task_id=str(result.id))
+        return result
+
+    monkeypatch.setattr(DatabaseBackend, "enqueue", enqueue_and_run)
+    return ran
+
+
+def test_a_regenerated_image_is_drawn_even_by_an_eager_worker(
+    owner: Any, eager_worker: list[str], django_capture_on_commit_callbacks: Any
+) -> None:
+    image = queued_image(owner, status=Image.Status.FAILED, attempts=3, task_id="the-old-job")
+    with django_capture_on_commit_callbacks(execute=True):
+        services.image_regenerate(image=image)
+    image.refresh_from_db()
+    # Before, the new job met the old job's id, took itself for superseded and drew
+    # nothing: the image sat queued until the reaper came.
+    assert (image.status, image.task_id) == (Image.Status.READY, eager_worker[0])
+    assert image.attempts == 1  # a fresh set: it was 3, all spent
+
+
+def test_a_retry_queued_before_the_job_id_was_written_is_kept(
+    owner: Any,
+    eager_worker: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    monkeypatch.setattr(generation, "get_provider", lambda name=None: _Refusing(15))
+    with django_capture_on_commit_callbacks(execute=True):
+        image = services.image_generate(owner=owner, prompt="a red fox")
+    image.refresh_from_db()
+    # The first job failed for now and queued a retry; the request's late write of the
+    # first job's id used to replace the retry's, which then took itself for superseded.
+    retry = DBTaskResult.objects.exclude(id=eager_worker[0]).get(task_path__endswith="image")
+    assert (image.status, image.task_id) == (Image.Status.QUEUED, str(retry.id))
+    monkeypatch.undo()
+    generation.image_render(image_id=image.pk, task_id=str(retry.id))
+    image.refresh_from_db()
+    assert image.status == Image.Status.READY
+
+
+def test_only_a_failed_image_is_generated_again(owner: Any) -> None:
+    for status in (Image.Status.QUEUED, Image.Status.GENERATING, Image.Status.READY):
+        image = queued_image(owner, status=status, task_id="its-job")
+        with pytest.raises(services.InvalidRequest) as refused:
+            services.image_regenerate(image=image)
+        assert refused.value.code == "image_not_failed"
+        image.refresh_from_db()
+        assert (image.status, image.task_id) == (status, "its-job")
+    assert not DBTaskResult.objects.exists()
+
+
+def test_a_picture_that_cannot_be_stored_fails_the_image_and_leaves_no_file(
+    owner: Any, monkeypatch: pytest.MonkeyPatch, settings: Any
+) -> None:
+    from django.core.files.storage import FileSystemStorage
+
+    save = FileSystemStorage._save  # type: ignore[attr-defined]
+
+    def disk_full_at_the_thumbnail(self: Any, name: str, content: Any) -> str:
+        if name.endswith(".webp"):
+            raise OSError(28, "No space left on device")
+        return save(self, name, content)
+
+    monkeypatch.setattr(FileSystemStorage, "_save", disk_full_at_the_thumbnail)
+    image = queued_image(owner)
+    with pytest.raises(OSError):
+        generation.image_render(image_id=image.pk, task_id="the-job")
+    image.refresh_from_db()
+    # Before, it stayed "generating" for the reaper to draw again, up to three times.
+    assert (image.status, image.error) == (Image.Status.FAILED, generation.STORE_FAILURE)
+    assert not list(Path(settings.MEDIA_ROOT).rglob(f"image-{image.pk}.*"))
+
+
+def test_a_lost_job_is_found_behind_a_long_backlog(owner: Any, settings: Any) -> None:
+    from gallery.tasks import generate_image
+
+    settings.IMAGE_JOB_TIMEOUT_SECONDS = 60
+    for number in range(250):  # older than the lost one, and all rightly waiting
+        image = queued_image(owner, prompt=f"waiting picture {number}")
+        job = generate_image.enqueue(image_id=image.pk)
+        Image.objects.filter(pk=image.pk).update(task_id=str(job.id))
+        age(image, 7200)
+    lost = queued_image(owner, status=Image.Status.GENERATING, attempts=1, task_id="dead")
+    age(lost, 120)
+
+    assert [image.pk for image in generation.image_requeue_stale()] == [lost.pk]
+    lost.refresh_from_db()
+    assert lost.status == Image.Status.QUEUED

@@ -294,3 +294,28 @@ def test_image_edit_builds_on_a_finished_image(
     with pytest.raises(services.InvalidRequest) as error:
         services.image_edit(user=owner, image=pending, instruction="brighter")
     assert error.value.code == "image_not_ready"
+    with pytest.raises(services.InvalidRequest) as error:
+        services.image_edit(user=owner, image=source, instruction="x " * 251)
+    assert error.value.code == "instruction_too_long"
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        ("a quiet harbour at dawn with fishing boats " * 30)[: services.MAX_PROMPT_LENGTH],
+        "x" * services.MAX_PROMPT_LENGTH,  # no word to cut at
+    ],
+    ids=["words", "one-word"],
+)
+def test_an_edit_of_a_long_description_keeps_the_whole_instruction(
+    make_image: Callable[..., Image], owner: Any, prompt: str
+) -> None:
+    source = make_image(prompt=prompt)
+    instruction = "make it snowy " + "and bright " * 44  # at the longest allowed
+    instruction = " ".join(instruction.split())[: services.MAX_INSTRUCTION_LENGTH]
+    edit = services.image_edit(user=owner, image=source, instruction=instruction)
+    assert edit.prompt.endswith(f", {instruction}")
+    assert len(edit.prompt) <= services.MAX_PROMPT_LENGTH
+    base = edit.prompt.removesuffix(f", {instruction}")
+    assert prompt.startswith(base) and len(base) > 400
+    assert base == base.rstrip(" ,;.")  # cut at a word: no dangling separator
