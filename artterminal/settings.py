@@ -178,6 +178,9 @@ OPENAI_TIMEOUT_SECONDS = env.float("OPENAI_TIMEOUT_SECONDS", default=120.0)
 IMAGE_SIZE = env.int("IMAGE_SIZE", default=768)
 # A job still "generating" after this long is taken as lost with its worker.
 IMAGE_JOB_TIMEOUT_SECONDS = env.int("IMAGE_JOB_TIMEOUT_SECONDS", default=300)
+# Pictures (new ones and edits, by form or by voice) one user may ask for in an hour:
+# each one drawn by OpenAI is paid for. 0 sets no limit.
+IMAGES_PER_HOUR = env.int("IMAGES_PER_HOUR", default=60)
 
 # --- Voice ----------------------------------------------------------------------------
 # Empty REALTIME_BASE_URL means the built-in engine served by this site at /engine/v1.

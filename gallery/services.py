@@ -3,12 +3,14 @@ so no viewer ever sees state that could still roll back."""
 
 from __future__ import annotations
 
+import math
 import random
 from typing import Any, Literal
 
 from django.conf import settings
 from django.db import transaction
 
+from artterminal.ratelimit import rate_limit_hit
 from gallery import broadcast, selectors
 from gallery.models import Image, Terminal
 
@@ -49,6 +51,14 @@ class NotFound(GalleryError):
 
 class InvalidRequest(GalleryError):
     code = "invalid"
+
+
+class RateLimited(GalleryError):
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 def terminal_navigate(
@@ -185,6 +195,7 @@ def image_generate(
         )
     if terminal is not None and not selectors.terminal_can_control(user=owner, terminal=terminal):
         raise NotAllowed("Only the terminal's controllers may add images to it.")
+    _image_allowance_take(owner)
     with transaction.atomic():
         image = Image.objects.create(
             owner=owner,
@@ -198,6 +209,24 @@ def image_generate(
         transaction.on_commit(lambda: _enqueue_generation(image))
         transaction.on_commit(lambda: broadcast.image_changed(image=image))
     return image
+
+
+def _image_allowance_take(owner: Any) -> None:
+    """Count one picture against the owner's hourly allowance (settings.IMAGES_PER_HOUR),
+    or refuse it: every picture drawn upstream is paid for, and a voice session could
+    otherwise ask for them as fast as it can talk."""
+    limit = settings.IMAGES_PER_HOUR
+    if not limit:
+        return
+    wait = rate_limit_hit(key=f"images:{owner.pk}", limit=limit, window_seconds=3600)
+    if wait is not None:
+        minutes = math.ceil(wait / 60)
+        raise RateLimited(
+            f"You have asked for {limit} picture{'s' if limit != 1 else ''} this hour, "
+            "the most allowed. "
+            f"Try again in {minutes} minute{'s' if minutes != 1 else ''}.",
+            retry_after=wait,
+        )
 
 
 def image_edit(*, user: Any, image: Image, instruction: str) -> Image:

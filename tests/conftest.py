@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from asgiref.sync import SyncToAsync
 from django.contrib.auth import get_user_model
+from django.core.cache import cache
 from django.core.files.base import ContentFile
 from django.db import connections
 from PIL import Image as PILImage
@@ -27,6 +28,14 @@ def media_root(settings: Any, tmp_path: Path) -> Path:
     """Every test writes images to its own folder, never to the developer's media/."""
     settings.MEDIA_ROOT = tmp_path / "media"
     return settings.MEDIA_ROOT
+
+
+@pytest.fixture(autouse=True)
+def empty_cache() -> Iterator[None]:
+    """Rate-limit counters live in the cache, which outlives a test otherwise."""
+    cache.clear()
+    yield
+    cache.clear()
 
 
 @pytest.fixture(autouse=True)

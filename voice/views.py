@@ -12,10 +12,10 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from artterminal.ratelimit import rate_limit_hit
 from gallery import selectors as gallery_selectors
 from gallery.models import Terminal
 from voice import clients, services
-from voice.ratelimit import rate_limit_hit
 
 MAX_BODY_BYTES = 1024
 TOKENS_PER_MINUTE = 10

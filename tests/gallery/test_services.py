@@ -319,3 +319,27 @@ def test_an_edit_of_a_long_description_keeps_the_whole_instruction(
     base = edit.prompt.removesuffix(f", {instruction}")
     assert prompt.startswith(base) and len(base) > 400
     assert base == base.rstrip(" ,;.")  # cut at a word: no dangling separator
+
+
+def test_pictures_past_the_hourly_allowance_are_refused(
+    make_image: Callable[..., Image], make_user: Callable[..., Any], owner: Any, settings: Any
+) -> None:
+    settings.IMAGES_PER_HOUR = 3
+    source = make_image(prompt="a lighthouse")
+    # Refused requests cost nothing of the allowance.
+    with pytest.raises(services.InvalidRequest):
+        services.image_generate(owner=owner, prompt="   ")
+    services.image_generate(owner=owner, prompt="one")
+    services.image_generate(owner=owner, prompt="two")
+    services.image_edit(user=owner, image=source, instruction="three")
+    with pytest.raises(services.RateLimited) as refused:
+        services.image_generate(owner=owner, prompt="four")
+    assert refused.value.code == "rate_limited"
+    assert 0 < refused.value.retry_after <= 3600
+    assert refused.value.message.startswith("You have asked for 3 pictures this hour")
+    assert "Try again in" in refused.value.message
+    assert not Image.objects.filter(prompt="four").exists()
+    # Each user has their own; none at all when the setting is 0.
+    services.image_generate(owner=make_user(), prompt="someone else's")
+    settings.IMAGES_PER_HOUR = 0
+    services.image_generate(owner=owner, prompt="unlimited")

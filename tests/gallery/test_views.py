@@ -294,6 +294,18 @@ def test_create_rejects_a_blank_prompt_and_enqueues_nothing(owner: Any) -> None:
     assert not DBTaskResult.objects.exists()
 
 
+def test_create_past_the_hourly_allowance_says_when_to_come_back(owner: Any, settings: Any) -> None:
+    settings.IMAGES_PER_HOUR = 1
+    client = _logged_in(owner)
+    assert client.post(reverse("gallery:create"), {"prompt": "a boat"}).status_code == 302
+
+    response = client.post(reverse("gallery:create"), {"prompt": "another boat"})
+
+    assert response.status_code == 400
+    assert "You have asked for 1 picture this hour, the most allowed." in response.content.decode()
+    assert Image.objects.count() == 1
+
+
 def test_create_rejects_a_terminal_the_user_cannot_control(
     make_terminal: Callable[..., Terminal], make_user: Callable[..., Any]
 ) -> None:

@@ -13,7 +13,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from django.core.cache import cache
 
 from tests.upstream_answers import Delivery, answer_write
 
@@ -126,11 +125,3 @@ def engine_upstream(settings: Any, realtime_stub: RealtimeStub) -> RealtimeStub:
     settings.ENGINE_URL = realtime_stub.base_url
     settings.ENGINE_API_KEY = ENGINE_TEST_KEY
     return realtime_stub
-
-
-@pytest.fixture(autouse=True)
-def empty_cache() -> Iterator[None]:
-    """Rate-limit counters live in the cache, which outlives a test otherwise."""
-    cache.clear()
-    yield
-    cache.clear()

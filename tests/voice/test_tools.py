@@ -280,3 +280,18 @@ def test_a_call_id_must_be_usable(session: VoiceSession) -> None:
         run(session, "describe_image", {}, call_id="")
     with pytest.raises(ValueError):
         run(session, "describe_image", {}, call_id="x" * 101)
+
+
+def test_pictures_past_the_hourly_allowance_are_refused_to_the_model(
+    session: VoiceSession, settings: Any
+) -> None:
+    settings.IMAGES_PER_HOUR = 2
+    made = [
+        run(session, "generate_image", {"prompt": "a lighthouse"}, call_id="g1"),
+        run(session, "edit_image", {"instruction": "make it snowy"}, call_id="e1"),
+    ]
+    assert [result.output["ok"] for result in made] == [True, True]
+    refused = run(session, "generate_image", {"prompt": "a third one"}, call_id="g2")
+    assert (refused.output["ok"], refused.output["error"]) == (False, "rate_limited")
+    assert refused.output["message"].startswith("You have asked for 2 pictures this hour")
+    assert Image.objects.filter(prompt="a third one").count() == 0
