@@ -26,6 +26,8 @@ logger = logging.getLogger(__name__)
 REQUEST_SIZE = "1024x1024"
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 DEFAULT_RETRY_AFTER_SECONDS = 60
+# Request fields this site sets itself: a 400 naming one is not the person's to fix.
+SETTINGS_PARAMS = frozenset({"model", "size", "quality", "n", "output_format"})
 MAX_RETRY_AFTER_SECONDS = 24 * 3600
 
 
@@ -179,6 +181,16 @@ def _error_for(status: int, headers: Mapping[str, str], body: bytes) -> ImagePro
             "upstream_error",
             "The image service had a problem. Try again in a few minutes.",
             retryable=True,
+        )
+    # Named only when it is one of ours: the vendor's text stays out of messages.
+    param = str(error.get("param") or "")
+    setting = param if param in SETTINGS_PARAMS else ""
+    if status == 404 or (status == 400 and setting):
+        # Not the person's description: this site's own request (the model, its size).
+        return ImageProviderError(
+            "misconfigured",
+            "The image service refused this site's settings "
+            f"({setting or 'the model'}). Ask an administrator to check OPENAI_IMAGE_MODEL.",
         )
     if status == 400:
         return ImageProviderError(
