@@ -140,8 +140,8 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
 
     async def connect(self) -> None:
         """Runs on the websocket handshake: authorize, join the groups, accept, then send
-        the current state. An unknown terminal or one the user may not watch is refused
-        before the handshake completes; a user with too many sockets open is told why."""
+        the current state. An unknown terminal or one the user may not watch, and a user
+        with too many sockets open, are told why and closed."""
         self.user = self.scope.get("user") or AnonymousUser()
         slug = self.scope["url_route"]["kwargs"]["slug"]
         try:
@@ -152,7 +152,12 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
             await self._close_unavailable()
             return
         if found is None:
-            await self.close()
+            # Accepted only to say so: a handshake refused outright reaches the page as
+            # a dropped connection (1006), which it retries for ever; 4003 is final. The
+            # same answer whether it does not exist or may not be watched, as the page's 404.
+            await self.accept()
+            await self._send_error("terminal_not_found", "There is no such terminal.")
+            await self.close(code=events.CLOSE_FORBIDDEN)
             return
         terminal, self.rights = found
         self.guard = SocketGuard(

@@ -125,9 +125,13 @@ async function poll(delay) {
     }
     handler(data);
   } catch (error) {
-    // A dropped connection or a restarting server: keep trying, more slowly.
+    // A dropped connection or a restarting server: keep trying, more slowly, and say so
+    // (in the live region), so a frozen percentage is not taken for a stuck picture.
     next = Math.min(delay * 2, MAX_BACKOFF_MS);
-    statusText.dataset.offline = "true";
+    if (!statusText.dataset.offline) {
+      statusText.dataset.offline = "true";
+      statusText.textContent = `${statusText.textContent.trim()} Connection lost — retrying…`;
+    }
   }
   setTimeout(() => poll(next), next);
 }

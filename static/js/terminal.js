@@ -123,8 +123,13 @@ function renderControls() {
   el.controls.hidden = !view.canControl || view.imageId === null;
   el.emptyCreate.hidden = !view.canControl;
   el.emptyWait.hidden = view.canControl;
+  // aria-disabled, not disabled: a disabled button drops the keyboard focus resting on
+  // it to the page, and a reconnect would send a keyboard user back to the top.
+  // navigate() refuses while offline anyway, and says so.
   const online = socket !== null && socket.readyState === WebSocket.OPEN;
-  for (const button of el.controls.querySelectorAll("button")) button.disabled = !online;
+  for (const button of el.controls.querySelectorAll("button")) {
+    button.setAttribute("aria-disabled", online ? "false" : "true");
+  }
 }
 
 function applyState(state) {
@@ -235,6 +240,10 @@ function renderJob(image) {
 
 const handlers = {
   "terminal.state": (message) => {
+    // The server took this socket: the next drop starts its backoff afresh. Not on
+    // "open": a server that accepts only to say it is busy (4503, 4429) would
+    // otherwise be asked again every half second.
+    attempt = 0;
     syncPending = false;
     applyState(message);
   },
@@ -298,7 +307,6 @@ function connect() {
   const ws = new WebSocket(socketUrl());
   socket = ws;
   ws.addEventListener("open", () => {
-    attempt = 0;
     // The server sends the whole state on connect: that is the re-sync.
     firstStateAfterOpen = true;
     syncPending = false;

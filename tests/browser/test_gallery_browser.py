@@ -120,3 +120,23 @@ def test_image_page_shows_the_picture_once_the_worker_stored_it(
     assert article_text(maker) == article_text(fresh)
     assert maker.title() == fresh.title()
     assert maker.evaluate("window.sameDocument") is True
+
+
+def test_image_page_says_when_it_cannot_hear_the_server(
+    live_site: LiveSite, new_page: Callable[..., Any]
+) -> None:
+    maker = new_page("controller")
+    maker.goto("/images/new/")
+    maker.get_by_label("Describe the picture").fill("a lantern in the fog")
+    maker.get_by_role("button", name="Create picture").click()
+    expect(maker).to_have_url(re.compile(r"/images/\d+/$"))
+    status = maker.locator("#image-status-text")
+    expect(status).to_contain_text("Queued")
+
+    # The status answers stop (a dropped connection): the live region says so, rather
+    # than leave a percentage that looks stuck.
+    maker.route("**/status/", lambda route: route.abort())
+    expect(status).to_contain_text("Connection lost — retrying…", timeout=10_000)
+    maker.unroute("**/status/")
+    expect(status).not_to_contain_text("Connection lost", timeout=15_000)
+    expect(status).to_contain_text("Queued")

@@ -3,7 +3,10 @@ every other window shows, live and without a reload."""
 
 from __future__ import annotations
 
+import itertools
+import json
 import sqlite3
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -185,3 +188,76 @@ def test_empty_terminal_invites_a_picture_and_shows_controls_once_the_first_arri
     expect(controller.locator("#terminal-controls")).to_be_visible()
     expect(controller.get_by_role("button", name="Next")).to_be_enabled()
     expect(viewer.locator("#terminal-controls")).to_be_hidden()
+
+
+def test_focus_stays_on_a_control_while_the_server_restarts(
+    live_site: LiveSite, new_page: Callable[..., Any]
+) -> None:
+    terminal = live_site.seed_terminal("steady-hands", images=3)
+    controller = open_terminal(new_page("controller"), terminal)
+    following = controller.get_by_role("button", name="Next")
+    following.focus()
+
+    live_site.stop()
+    expect(controller.locator("#terminal")).to_have_attribute("data-connection", "offline")
+    # Unusable and said so, but the keyboard stays where it was (a disabled button
+    # would drop the focus to the page).
+    expect(following).to_have_attribute("aria-disabled", "true")
+    expect(following).to_be_focused()
+    controller.keyboard.press("Enter")
+    expect(controller.locator("#terminal-notice")).to_contain_text("Not connected")
+    live_site.start()
+
+    expect(controller.locator("#terminal")).to_have_attribute(
+        "data-connection", "open", timeout=30_000
+    )
+    expect(following).to_be_focused()
+    controller.keyboard.press("Enter")
+    expect(controller.locator(CURRENT)).to_have_attribute(
+        "data-image-id", str(terminal.image_ids[1])
+    )
+
+
+def test_a_terminal_made_private_while_the_viewer_was_away_stops_retrying(
+    live_site: LiveSite, new_page: Callable[..., Any]
+) -> None:
+    terminal = live_site.seed_terminal("going-private", images=2)
+    viewer = open_terminal(new_page(), terminal)
+    live_site.stop()
+    expect(viewer.locator("#terminal")).to_have_attribute("data-connection", "offline")
+    with sqlite3.connect(live_site.database, timeout=20) as connection:
+        connection.execute("UPDATE gallery_terminal SET is_public = 0 WHERE id = ?", (terminal.id,))
+    live_site.start()
+
+    # Refused outright, the handshake looked like a dropped connection: "Reconnecting…"
+    # for ever. Now the server says why and closes with 4003.
+    expect(viewer.locator("#terminal")).to_have_attribute(
+        "data-connection", "closed", timeout=30_000
+    )
+    expect(viewer.locator("#terminal-banner")).to_contain_text("no longer available")
+
+
+def test_a_server_that_takes_the_socket_only_to_say_it_is_busy_is_asked_less_and_less(
+    live_site: LiveSite, new_page: Callable[..., Any]
+) -> None:
+    terminal = live_site.seed_terminal("busy-signal", images=2)
+    page = new_page()
+    handshakes: list[float] = []
+
+    def busy(socket: Any) -> None:
+        # What the server answers while its database or channel layer is down.
+        handshakes.append(time.monotonic())
+        socket.send(
+            json.dumps({"type": "error", "code": "unavailable", "message": "The server is busy."})
+        )
+        socket.close(code=4503, reason="")
+
+    page.route_web_socket(f"**/ws/terminals/{terminal.slug}/", busy)
+    page.goto(terminal.path)
+    expect(page.locator("#terminal")).to_have_attribute("data-connection", "offline")
+    page.wait_for_timeout(6_000)
+    # Backoff from 500 ms, doubling (with jitter, from half of each ceiling): at most
+    # five tries in six seconds. Reset at every open, it was a try every 0.25–0.5 s.
+    assert 3 <= len(handshakes) <= 5, [round(t - handshakes[0], 2) for t in handshakes]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(handshakes)]
+    assert gaps[-1] > gaps[0]

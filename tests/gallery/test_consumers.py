@@ -107,6 +107,23 @@ async def open_socket(slug: str, *, cookie: bytes | None = None) -> tuple[Socket
     return socket, state
 
 
+async def refused_for_good(socket: Socket) -> bool:
+    """Accepted only to hear why, then closed with 4003, which the page does not retry
+    (a handshake refused outright looks to it like a dropped connection)."""
+    connected, _ = await socket.connect()
+    assert connected
+    error = await socket.receive()
+    # The same whether it does not exist or is private: nothing to probe.
+    assert error == {
+        "type": "error",
+        "code": "terminal_not_found",
+        "message": "There is no such terminal.",
+    }
+    code = await socket.receive_close()
+    await socket.disconnect()
+    return code == 4003
+
+
 def _version(terminal: Terminal) -> int:
     terminal.refresh_from_db()
     return terminal.version
@@ -160,9 +177,7 @@ async def test_private_terminal_refuses_anonymous_and_strangers(
     cookie = await database_sync_to_async(session_cookie)(stranger)
 
     for socket in (Socket(terminal.slug), Socket(terminal.slug, cookie=cookie)):
-        connected, _ = await socket.connect()
-        assert not connected
-        await socket.disconnect()
+        assert await refused_for_good(socket)
 
 
 async def test_member_viewer_watches_a_private_terminal_but_cannot_navigate(
@@ -485,10 +500,7 @@ async def test_missing_origin_is_refused(make_terminal: Callable[..., Terminal])
 
 async def test_unknown_terminal_is_refused(make_terminal: Callable[..., Terminal]) -> None:
     await database_sync_to_async(make_terminal)(slug="lobby")
-    socket = Socket("no-such-terminal")
-    connected, _ = await socket.connect()
-    assert not connected
-    await socket.disconnect()
+    assert await refused_for_good(Socket("no-such-terminal"))
 
 
 async def test_sync_answers_with_the_current_state(
@@ -703,11 +715,7 @@ async def test_refused_sockets_are_not_counted(
     fresh_viewer_registry: presence.LocalViewers,
 ) -> None:
     terminal = await database_sync_to_async(make_terminal)(is_public=False)
-    socket = Socket(terminal.slug)
-    connected, _ = await socket.connect()
-    assert not connected
-    await socket.disconnect()
-    await socket.disconnect()
+    assert await refused_for_good(Socket(terminal.slug))
     assert await fresh_viewer_registry.count(terminal_id=terminal.pk) == 0
 
 
