@@ -244,6 +244,42 @@ def test_denied_microphone_is_explained(
     assert sessions_on(site, "denied") == []
 
 
+def test_mute_pressed_while_the_browser_asks_for_the_microphone_holds(
+    voice_site: LiveSite,  # noqa: F811
+    launch_chromium: Callable[..., Any],  # noqa: F811
+    silence: Path,  # noqa: F811
+) -> None:
+    site = voice_site
+    site.seed_terminal("hushed")
+    browser = launch_chromium(wav=silence)
+    page = logged_in_page(browser, site)
+    # The time a person takes to answer the permission prompt.
+    page.add_init_script(
+        """
+        const ask = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+        navigator.mediaDevices.getUserMedia = (constraints) =>
+          new Promise((resolve) => setTimeout(resolve, 2000)).then(() => ask(constraints));
+        """
+    )
+    page.goto("/terminals/hushed/")
+    page.locator("[data-voice-toggle]").click()
+    mute = page.locator("[data-voice-mute]")
+    mute.click()
+    expect(mute).to_have_attribute("aria-pressed", "true")
+    expect(page.locator(STATUS)).to_contain_text("Listening", timeout=30_000)
+
+    # Before, the button said muted while the microphone opened live.
+    live = "document.querySelector('[data-voice-panel]').voiceSession.stream" + (
+        ".getAudioTracks().filter((track) => track.enabled).length"
+    )
+    assert page.evaluate(live) == 0
+    expect(mute).to_have_text("Unmute")
+    mute.click()
+    assert page.evaluate(live) == 1
+    page.locator("[data-voice-toggle]").click()
+    expect(mute).to_have_attribute("aria-pressed", "false")
+
+
 def test_server_restart_is_survived(
     voice_site: LiveSite,  # noqa: F811
     launch_chromium: Callable[..., Any],  # noqa: F811

@@ -12,6 +12,10 @@ const BACKOFF_CAP_MS = 10000;
 const MAX_ATTEMPTS = 12;
 // A server that takes the connection but never completes the handshake counts as down.
 const CONNECT_TIMEOUT_MS = 10000;
+// A socket that stayed up this long was taken by the server: its drop starts the
+// backoff afresh. Not every open: the server accepts a socket it cannot serve yet
+// (its database or channel layer down) only to say so and close it.
+const STABLE_MS = 10000;
 
 export function mirrorable(event) {
   return Boolean(event && typeof event.type === "string" && !UNMIRRORED_TYPES.has(event.type));
@@ -40,6 +44,9 @@ export class Mirror {
     this.socket = null;
     this.attempt = 0;
     this.timer = null;
+    this.openedAt = 0;
+    this.resendAttempt = 0;
+    this.resendTimer = null;
     this.closing = false;
     this.retireTimer = null;
     this._open();
@@ -72,7 +79,7 @@ export class Mirror {
     socket.onopen = () => {
       clearTimeout(connectTimer);
       if (socket !== this.socket) return;
-      this.attempt = 0;
+      this.openedAt = Date.now();
       this.onState("open");
       for (const message of this.pending.values()) this._write(message);
       this._maybeFinishRetirement();
@@ -87,6 +94,8 @@ export class Mirror {
       }
       if (!data || typeof data.type !== "string") return;
       if (data.type === "mirror.ack") {
+        this.attempt = 0;
+        this.resendAttempt = 0;
         this.pending.delete(data.seq);
         this._maybeFinishRetirement();
         return;
@@ -96,6 +105,11 @@ export class Mirror {
         this.pending.delete(data.seq);
         this._maybeFinishRetirement();
       }
+      // The server could not store an event (its database failed) and kept the socket:
+      // send what waits again, after a growing pause, until it is acknowledged.
+      if (data.type === "error" && data.code === "unavailable" && !Number.isInteger(data.seq)) {
+        this._scheduleResend();
+      }
       const handler = this.handlers[data.type];
       if (handler) handler(data);
     };
@@ -103,6 +117,8 @@ export class Mirror {
       clearTimeout(connectTimer);
       if (socket !== this.socket) return;
       this.socket = null;
+      if (this.openedAt && Date.now() - this.openedAt >= STABLE_MS) this.attempt = 0;
+      this.openedAt = 0;
       if (this.closing && this.pending.size === 0) return;
       // 4xxx close codes are the server refusing this session (ended, not yours):
       // reconnecting cannot help.
@@ -128,6 +144,17 @@ export class Mirror {
     this.timer = setTimeout(() => this._open(), delay);
   }
 
+  _scheduleResend() {
+    if (this.resendTimer !== null) return;
+    const delay = backoffDelay(this.resendAttempt);
+    this.resendAttempt += 1;
+    this.resendTimer = setTimeout(() => {
+      this.resendTimer = null;
+      // A socket that closed meanwhile resends everything when it opens again.
+      for (const message of this.pending.values()) this._write(message);
+    }, delay);
+  }
+
   // Ends the session on the server once everything sent has been acknowledged; a socket
   // that is down keeps reconnecting until then, for at most `graceMs`.
   hangup({ graceMs = 15000 } = {}) {
@@ -144,6 +171,8 @@ export class Mirror {
   _finish() {
     clearTimeout(this.timer);
     clearTimeout(this.retireTimer);
+    clearTimeout(this.resendTimer);
+    this.resendTimer = null;
     const socket = this.socket;
     this.socket = null;
     this.pending.clear();

@@ -49,6 +49,7 @@ export class VoiceSession {
     this.ui = ui;
     this.earcons = new Earcons();
     this.stream = null;
+    this.wantMuted = false;
     this.call = null;
     this.mirror = null;
     this.sessionId = null;
@@ -66,13 +67,20 @@ export class VoiceSession {
     this.mirrorHandlers = this._mirrorHandlers();
   }
 
+  // What the person chose, kept apart from the stream: Mute can be pressed while the
+  // browser still asks for the microphone, and the stream must open muted then.
   get muted() {
-    return Boolean(this.stream && this.stream.getAudioTracks().every((track) => !track.enabled));
+    return this.wantMuted;
   }
 
   setMuted(muted) {
+    this.wantMuted = Boolean(muted);
+    this._applyMute();
+  }
+
+  _applyMute() {
     if (!this.stream) return;
-    for (const track of this.stream.getAudioTracks()) track.enabled = !muted;
+    for (const track of this.stream.getAudioTracks()) track.enabled = !this.wantMuted;
   }
 
   async start() {
@@ -91,6 +99,7 @@ export class VoiceSession {
         return;
       }
       this.stream = stream;
+      this._applyMute();
       this.ui.microphone(stream);
       await this._connect(generation);
     } catch (error) {
@@ -366,6 +375,7 @@ export class VoiceSession {
   _shutdown() {
     this.generation += 1;
     this.active = false;
+    this.wantMuted = false; // the panel shows "Mute" again (ui.active(false))
     this.reconnecting = false;
     this.queue = [];
     this._teardownCall();
