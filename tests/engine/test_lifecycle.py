@@ -61,6 +61,23 @@ async def mint(http: httpx.AsyncClient, **session: Any) -> str:
     return value
 
 
+async def offer(client: RealtimeClient) -> str:
+    """The offer a browser makes: a microphone track and the events channel."""
+    client.pc.addTrack(client.microphone)
+    client.pc.createDataChannel("oai-events")
+    await client.pc.setLocalDescription(await client.pc.createOffer())
+    sdp: str = client.pc.localDescription.sdp
+    return sdp
+
+
+async def post_offer(http: httpx.AsyncClient, sdp: str, key: str) -> httpx.Response:
+    return await http.post(
+        f"{ENGINE}/realtime/calls",
+        content=sdp.encode(),
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/sdp"},
+    )
+
+
 @pytest.fixture
 async def connected(
     http: httpx.AsyncClient, transport: httpx.ASGITransport
@@ -173,17 +190,7 @@ async def test_watchdog_frees_a_call_that_never_connects(
 ) -> None:
     monkeypatch.setattr(registry, "connect_timeout_seconds", 0.5)
     client = RealtimeClient()
-    client.pc.addTrack(client.microphone)
-    client.pc.createDataChannel("oai-events")
-    await client.pc.setLocalDescription(await client.pc.createOffer())
-    response = await http.post(
-        f"{ENGINE}/realtime/calls",
-        content=client.pc.localDescription.sdp.encode(),
-        headers={
-            "Authorization": f"Bearer {await mint(http)}",
-            "Content-Type": "application/sdp",
-        },
-    )
+    response = await post_offer(http, await offer(client), await mint(http))
     assert response.status_code == 201
     call_id = response.headers["Location"].rsplit("/", 1)[-1]
     call = registry.get(call_id)
@@ -216,16 +223,34 @@ async def test_expired_key_is_401(http: httpx.AsyncClient, transport: httpx.ASGI
     assert len(registry) == 0
 
 
-async def test_bad_offer_is_400_and_frees_its_slot(http: httpx.AsyncClient) -> None:
-    response = await http.post(
-        f"{ENGINE}/realtime/calls",
-        content=b"v=0\r\nthis is not a session description\r\n",
-        headers={
-            "Authorization": f"Bearer {await mint(http)}",
-            "Content-Type": "application/sdp",
-        },
-    )
-    assert response.status_code == 400
-    assert response.json()["error"]["code"] == "invalid_offer"
+def _without(sdp: str, prefix: str) -> str:
+    return "\r\n".join(line for line in sdp.split("\r\n") if not line.startswith(prefix))
+
+
+# Offers aiortc cannot read, each failing in a different place with a different exception.
+MALFORMED_OFFERS: dict[str, Callable[[str], str]] = {
+    "not a session description": lambda _: "v=0\r\nthis is not a session description\r\n",
+    "no a=setup": lambda sdp: _without(sdp, "a=setup:"),
+    "no a=mid on the audio": lambda sdp: _without(sdp, "a=mid:0"),
+    "garbled m= line": lambda sdp: sdp.replace("m=audio ", "m=audio x y z\r\nx=", 1),
+    "the offer twice": lambda sdp: sdp + sdp,
+}
+
+
+@pytest.mark.parametrize("malformation", list(MALFORMED_OFFERS))
+async def test_malformed_offer_is_400_and_frees_its_slot(
+    http: httpx.AsyncClient, malformation: str
+) -> None:
+    client = RealtimeClient()
+    try:
+        sdp = MALFORMED_OFFERS[malformation](await offer(client))
+    finally:
+        await client.close()
+    response = await post_offer(http, sdp, await mint(http))
+    assert response.status_code == 400, response.text
+    assert response.headers["Content-Type"] == "application/json"
+    error = response.json()["error"]
+    assert error["code"] == "invalid_offer"
+    assert error["param"] == "sdp"
     assert len(registry) == 0
     assert not call_tasks()

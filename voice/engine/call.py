@@ -95,6 +95,20 @@ def _transcript_deltas(text: str) -> list[str]:
     return [w if i == 0 else " " + w for i, w in enumerate(words)] if text else []
 
 
+def _unreadable_offer(exc: Exception) -> EngineError:
+    # aiortc's own checks raise ValueError with a message a person can act on; other
+    # exceptions are accidents of its parser, whose text would mean nothing to a client.
+    detail = (
+        str(exc).rstrip(".")
+        if isinstance(exc, ValueError) and str(exc)
+        else "check that every m= section is well formed and has its a=mid, a=setup, "
+        "a=ice-ufrag, a=ice-pwd and a=fingerprint lines, and that the offer is sent once"
+    )
+    return EngineError(
+        f"The SDP offer could not be read: {detail}.", code="invalid_offer", param="sdp"
+    )
+
+
 @dataclass
 class _Speculation:
     """Recognition started at a pause, before the turn ended (see vad.SpeechPaused)."""
@@ -188,26 +202,30 @@ class Call:
         pc.on("connectionstatechange", self._on_connection_state)
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
-        except (ValueError, KeyError, IndexError) as exc:
-            raise EngineError(
-                f"The SDP offer could not be read: {exc}", code="invalid_offer", param="sdp"
-            ) from exc
-        has_audio = False
-        for transceiver in pc.getTransceivers():
-            if transceiver.kind == "audio":
-                has_audio = True
-                shorten_jitter_buffer(transceiver.receiver)
-        if not has_audio and pc.sctp is None:
-            raise EngineError(
-                "The SDP offer has neither an audio track nor a data channel.",
-                code="invalid_offer",
-                param="sdp",
-            )
-        if has_audio:
-            pc.addTrack(self.output)
-        answer = await pc.createAnswer()
-        # aiortc does not trickle: setLocalDescription returns once gathering is complete.
-        await asyncio.wait_for(pc.setLocalDescription(answer), _ICE_GATHER_SECONDS)
+            has_audio = False
+            for transceiver in pc.getTransceivers():
+                if transceiver.kind == "audio":
+                    has_audio = True
+                    shorten_jitter_buffer(transceiver.receiver)
+            if not has_audio and pc.sctp is None:
+                raise EngineError(
+                    "The SDP offer has neither an audio track nor a data channel.",
+                    code="invalid_offer",
+                    param="sdp",
+                )
+            if has_audio:
+                pc.addTrack(self.output)
+            answer = await pc.createAnswer()
+            # aiortc does not trickle: setLocalDescription returns once gathering is complete.
+            await asyncio.wait_for(pc.setLocalDescription(answer), _ICE_GATHER_SECONDS)
+        except (EngineError, TimeoutError):
+            raise
+        except Exception as exc:
+            # aiortc reads the offer while applying it, so a malformed one fails anywhere
+            # from setRemoteDescription to setLocalDescription, with whatever the missing
+            # line happened to break (AttributeError, AssertionError, ValueError...).
+            logger.info("engine call %s: unreadable SDP offer", self.id, exc_info=True)
+            raise _unreadable_offer(exc) from exc
         self._spawn(self._watch())
         self._spawn(self._work())
         return str(pc.localDescription.sdp)
