@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from artterminal.asgi import application
+from tests.engine.client import RealtimeClient
 from tests.engine.server import EngineServer
 
 
@@ -102,17 +103,27 @@ def test_calls_need_an_sdp_body(engine_server: EngineServer) -> None:
         headers={"Content-Type": "application/sdp"},
     )
     _assert_envelope(not_sdp, 400, "invalid_offer")
-    # Refused offers do not use the key up.
-    assert (
-        _post(
-            engine_server,
-            "/realtime/calls",
-            key=key,
-            content=b"v=0\r\n",
-            headers={"Content-Type": "application/sdp"},
-        ).json()["error"]["code"]
-        == "invalid_offer"
+
+
+async def test_a_refused_offer_leaves_the_key_for_a_retry(engine_server: EngineServer) -> None:
+    key = _key(engine_server)
+    # An SDP the engine only finds wanting once it tries to answer it.
+    refused = _post(
+        engine_server,
+        "/realtime/calls",
+        key=key,
+        content=b"v=0\r\n",
+        headers={"Content-Type": "application/sdp"},
     )
+    _assert_envelope(refused, 400, "invalid_offer")
+    client = RealtimeClient()
+    try:
+        retry = await client.connect(engine_server.engine_url, key)
+        assert retry.status_code == 201, retry.text
+        hung_up = _post(engine_server, f"/realtime/calls/{client.call_id}/hangup", key=key)
+        assert hung_up.status_code == 200
+    finally:
+        await client.close()
 
 
 def test_calls_refuse_the_server_key_and_unknown_ek(engine_server: EngineServer) -> None:

@@ -2,7 +2,8 @@
 
 Ephemeral keys live in Django's cache so every process behind the proxy can verify
 them; only a hash of the key is stored. A key starts at most one call, and only
-before it expires (a started call keeps running).
+before it expires (a started call keeps running); an attempt that fails (a bad offer,
+a busy engine) leaves the key for the next one.
 """
 
 from __future__ import annotations
@@ -93,7 +94,11 @@ def client_secret_session(*, value: str) -> dict[str, Any]:
 
 
 def client_secret_redeem(*, value: str) -> dict[str, Any]:
-    """Claim an ephemeral key for one call (atomically: two racing calls cannot share it)."""
+    """Claim an ephemeral key for one call (atomically: two racing calls cannot share it).
+
+    The claim holds while the call is being set up; give it back with
+    `client_secret_release` if the call does not start.
+    """
     session = client_secret_session(value=value)
     ttl = max(1, int(session["expires_at"] - time.time()) + 1)
     if not cache.add(_key(value) + ":used", True, timeout=ttl):
@@ -102,3 +107,8 @@ def client_secret_redeem(*, value: str) -> dict[str, Any]:
             code="invalid_client_secret",
         )
     return session
+
+
+def client_secret_release(*, value: str) -> None:
+    """Give back a key claimed for a call that did not start, so the client can retry."""
+    cache.delete(_key(value) + ":used")

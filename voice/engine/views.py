@@ -98,13 +98,19 @@ async def calls(request: HttpRequest) -> HttpResponse:
         except EngineError:
             registry.release(call_id)
             raise
-        call, answer = await call_start(
-            registry=registry,
-            call_id=call_id,
-            session=session,
-            client_secret=token,
-            offer_sdp=offer,
-        )
+        # The key is claimed before answering, so a second offer racing this one is
+        # refused; it is given back if no call comes of it, for the client to retry.
+        try:
+            call, answer = await call_start(
+                registry=registry,
+                call_id=call_id,
+                session=session,
+                client_secret=token,
+                offer_sdp=offer,
+            )
+        except BaseException:
+            secrets.client_secret_release(value=token)
+            raise
     except EngineError as error:
         return _error(error)
     except TimeoutError:
