@@ -47,6 +47,14 @@ def test_malformed_json_is_400(engine_server: EngineServer) -> None:
     _assert_envelope(response, 400, "invalid_json")
 
 
+def test_body_past_djangos_upload_limit_is_an_openai_error(engine_server: EngineServer) -> None:
+    body = {"session": {"type": "realtime", "instructions": "x" * 3_000_000}}
+    response = _post(
+        engine_server, "/realtime/client_secrets", key=engine_server.api_key, json=body
+    )
+    _assert_envelope(response, 400, "request_too_large")
+
+
 def test_unknown_top_level_field_is_named(engine_server: EngineServer) -> None:
     response = _post(
         engine_server,
@@ -103,6 +111,15 @@ def test_calls_need_an_sdp_body(engine_server: EngineServer) -> None:
         headers={"Content-Type": "application/sdp"},
     )
     _assert_envelope(not_sdp, 400, "invalid_offer")
+    # Past Django's DATA_UPLOAD_MAX_MEMORY_SIZE as well as the engine's own limit.
+    huge = _post(
+        engine_server,
+        "/realtime/calls",
+        key=key,
+        content=b"v=0\r\n" + b"a=x\r\n" * 600_000,
+        headers={"Content-Type": "application/sdp"},
+    )
+    assert "exceeds" in _assert_envelope(huge, 400, "invalid_offer")["message"]
 
 
 async def test_a_refused_offer_leaves_the_key_for_a_retry(engine_server: EngineServer) -> None:

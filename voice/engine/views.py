@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
@@ -45,6 +47,25 @@ def _method_check(request: HttpRequest) -> HttpResponse | None:
     return None
 
 
+def _body(request: HttpRequest, *, max_bytes: int | None, too_large: EngineError) -> bytes:
+    """The request body, or `too_large` past `max_bytes` (refused unread when the
+    Content-Length says so) or past Django's DATA_UPLOAD_MAX_MEMORY_SIZE, which Django
+    itself would answer with an HTML page."""
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0
+    if max_bytes is not None and declared > max_bytes:
+        raise too_large
+    try:
+        body = request.body
+    except RequestDataTooBig as exc:
+        raise too_large from exc
+    if max_bytes is not None and len(body) > max_bytes:
+        raise too_large
+    return body
+
+
 @csrf_exempt
 async def client_secrets(request: HttpRequest) -> HttpResponse:
     """POST realtime/client_secrets: mint an ephemeral key for one call (server key)."""
@@ -52,8 +73,16 @@ async def client_secrets(request: HttpRequest) -> HttpResponse:
         return refusal
     try:
         secrets.server_key_check(authorization=request.headers.get("Authorization"))
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        body = _body(
+            request,
+            max_bytes=limit,
+            too_large=EngineError(
+                f"The request body exceeds {limit} bytes.", code="request_too_large"
+            ),
+        )
         try:
-            data = json.loads(request.body or b"{}")
+            data = json.loads(body or b"{}")
         except (ValueError, UnicodeDecodeError) as exc:
             raise EngineError(
                 f"We could not parse the JSON body of your request: {exc}", code="invalid_json"
@@ -82,10 +111,15 @@ async def calls(request: HttpRequest) -> HttpResponse:
                 status=400,
                 code="invalid_content_type",
             )
-        if len(request.body) > MAX_SDP_BYTES:
-            raise EngineError(f"The SDP offer exceeds {MAX_SDP_BYTES} bytes.", code="invalid_offer")
+        body = _body(
+            request,
+            max_bytes=MAX_SDP_BYTES,
+            too_large=EngineError(
+                f"The SDP offer exceeds {MAX_SDP_BYTES} bytes.", code="invalid_offer"
+            ),
+        )
         try:
-            offer = request.body.decode("utf-8")
+            offer = body.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise EngineError("The SDP offer is not UTF-8 text.", code="invalid_offer") from exc
         if not offer.lstrip().startswith("v=0"):
