@@ -350,7 +350,14 @@ async def test_bad_events_get_errors_and_the_call_survives(connect: Callable[...
         }
     )
     client.send({"type": "response.cancel", "event_id": "evt_nothing"})
-    await client.wait_count("error", 6)
+    client.send(
+        {
+            "type": "response.create",
+            "event_id": "evt_metadata",
+            "response": {"metadata": {"topic": {"nested": "object"}}},
+        }
+    )
+    await client.wait_count("error", 7)
     errors = {e["error"]["event_id"]: e["error"] for e in client.events if e["type"] == "error"}
     assert errors[None]["code"] == "invalid_json"
     assert errors["evt_unknown"]["param"] == "type"
@@ -360,11 +367,43 @@ async def test_bad_events_get_errors_and_the_call_survives(connect: Callable[...
     assert errors["evt_extra"]["param"] == "colour"
     assert errors["evt_call_id"]["param"] == "item.call_id"
     assert errors["evt_nothing"]["code"] == "response_cancel_not_active"
+    assert errors["evt_metadata"]["param"] == "response.metadata.topic"
     assert all(e["type"] == "invalid_request_error" for e in errors.values())
 
     say_text(client, "show the next picture")
     done = await client.wait_for("response.done")
     assert done["response"]["output"][0]["name"] == "navigate_gallery"
+
+
+async def test_deeply_nested_events_get_errors_and_the_call_survives(
+    connect: Callable[..., Any],
+) -> None:
+    client: RealtimeClient = await connect(audio={"input": {"turn_detection": None}})
+    client.send_raw("[" * 2000 + "]" * 2000)  # 4 KB, too deep for json.loads
+    schema: dict[str, Any] = {"type": "object"}
+    for _ in range(250):  # 7 KB, readable but too deep to keep
+        schema = {"type": "object", "properties": {"a": schema}}
+    client.send(
+        {
+            "type": "session.update",
+            "event_id": "evt_deep",
+            "session": {"type": "realtime", "tools": [{"name": "deep", "parameters": schema}]},
+        }
+    )
+    client.send(
+        {
+            "type": "session.update",
+            "event_id": "evt_after",
+            "session": {"type": "realtime", "instructions": "Be brief."},
+        }
+    )
+    updated = await client.wait_for("session.updated")
+    assert updated["session"]["instructions"] == "Be brief."
+    assert [tool["name"] for tool in updated["session"]["tools"]] == ["navigate_gallery"]
+    errors = {e["error"]["event_id"]: e["error"] for e in client.events if e["type"] == "error"}
+    assert errors[None]["code"] == "invalid_json"
+    assert errors["evt_deep"]["code"] == "invalid_value"
+    assert errors["evt_deep"]["param"] == "session.tools[0].parameters"
 
 
 async def test_one_key_starts_one_call(engine_server: EngineServer) -> None:

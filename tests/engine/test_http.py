@@ -55,6 +55,28 @@ def test_body_past_djangos_upload_limit_is_an_openai_error(engine_server: Engine
     _assert_envelope(response, 400, "request_too_large")
 
 
+def test_json_nested_too_deeply_is_400(engine_server: EngineServer) -> None:
+    unreadable = _post(
+        engine_server,
+        "/realtime/client_secrets",
+        key=engine_server.api_key,
+        content=b"[" * 5000 + b"]" * 5000,
+        headers={"Content-Type": "application/json"},
+    )
+    _assert_envelope(unreadable, 400, "invalid_json")
+    schema: dict[str, Any] = {"type": "object"}
+    for _ in range(100):
+        schema = {"type": "object", "properties": {"a": schema}}
+    too_deep = _post(
+        engine_server,
+        "/realtime/client_secrets",
+        key=engine_server.api_key,
+        json={"session": {"type": "realtime", "tools": [{"name": "deep", "parameters": schema}]}},
+    )
+    error = _assert_envelope(too_deep, 400, "invalid_value")
+    assert error["param"] == "session.tools[0].parameters"
+
+
 def test_unknown_top_level_field_is_named(engine_server: EngineServer) -> None:
     response = _post(
         engine_server,

@@ -32,6 +32,7 @@ from voice.engine.recognition import get_recognizer
 from voice.engine.registry import CallRegistry
 from voice.engine.session import (
     check_max_output_tokens,
+    check_metadata,
     check_modalities,
     check_object,
     check_string,
@@ -329,7 +330,11 @@ class Call:
     def _send_error(self, error: EngineError, event_id: str | None) -> None:
         self._send(
             events.error(
-                message=error.message, code=error.code, param=error.param, event_id=event_id
+                message=error.message,
+                code=error.code,
+                param=error.param,
+                event_id=event_id,
+                type_=error.type,
             )
         )
 
@@ -792,6 +797,10 @@ class Call:
                 raise EngineError(
                     f"The event is not valid JSON: {exc}", code="invalid_json"
                 ) from exc
+            except RecursionError as exc:
+                raise EngineError(
+                    "The event's objects and arrays nest too deeply.", code="invalid_json"
+                ) from exc
             if not isinstance(data, dict):
                 raise EngineError("An event must be a JSON object.", code="invalid_type")
             if isinstance(data.get("event_id"), str):
@@ -811,6 +820,17 @@ class Call:
             self._handlers[kind](self, data)
         except EngineError as error:
             self._send_error(error, event_id)
+        except Exception:
+            # Raised into aiortc, it would end the whole call over one event.
+            logger.exception("engine call %s: a client event failed", self.id)
+            self._send_error(
+                EngineError(
+                    "The server could not process this event.",
+                    type="server_error",
+                    code="server_error",
+                ),
+                event_id,
+            )
 
     def _session_update(self, data: dict[str, Any]) -> None:
         if "session" not in data:
@@ -990,10 +1010,7 @@ class Call:
                 config["max_output_tokens"], "response.max_output_tokens"
             )
         if "metadata" in config:
-            metadata = config["metadata"]
-            if metadata is not None and not isinstance(metadata, dict):
-                raise invalid_value("response.metadata", "expected an object of strings.")
-            result["metadata"] = metadata
+            result["metadata"] = check_metadata(config["metadata"], "response.metadata")
         if "audio" in config:
             audio = check_object(config["audio"], "response.audio", ("output",))
             output = check_object(

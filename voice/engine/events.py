@@ -21,11 +21,18 @@ def event(type_: str, **fields: Any) -> Event:
     return {"type": type_, "event_id": new_id("event"), **fields}
 
 
-def error(*, message: str, code: str | None, param: str | None, event_id: str | None) -> Event:
+def error(
+    *,
+    message: str,
+    code: str | None,
+    param: str | None,
+    event_id: str | None,
+    type_: str = "invalid_request_error",
+) -> Event:
     return event(
         "error",
         error={
-            "type": "invalid_request_error",
+            "type": type_,
             "code": code,
             "message": message,
             "param": param,

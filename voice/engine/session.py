@@ -25,6 +25,14 @@ EXPIRES_MIN_SECONDS = 10
 EXPIRES_MAX_SECONDS = 7200
 EXPIRES_DEFAULT_SECONDS = 600
 _TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# JSON kept as the client wrote it (tool schemas, tracing metadata, prompt variables) is
+# later copied, compared and serialised by recursive code; bounding its nesting keeps
+# that far from Python's recursion limit. Real tool schemas nest a few levels.
+MAX_NESTING = 64
+# OpenAI's limits on a response's metadata.
+_METADATA_PAIRS = 16
+_METADATA_KEY_CHARS = 64
+_METADATA_VALUE_CHARS = 512
 # Silence that ends a turn for each semantic_vad eagerness: eager turns end sooner.
 _EAGERNESS_SILENCE_MS = {"low": 1200, "medium": 800, "high": 400, "auto": 800}
 
@@ -144,6 +152,25 @@ def _number(value: Any, path: str, low: float, high: float) -> float:
     if not low <= value <= high:
         raise invalid_value(path, f"expected a value between {low} and {high}, got {value}.")
     return float(value)
+
+
+def check_nesting(value: Any, path: str) -> Any:
+    """`value`, refused when its objects and arrays nest deeper than MAX_NESTING."""
+    pending = [(value, 1)]
+    while pending:
+        node, depth = pending.pop()
+        if isinstance(node, dict):
+            children = list(node.values())
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        if depth > MAX_NESTING:
+            raise invalid_value(
+                path, f"objects and arrays may nest at most {MAX_NESTING} levels deep."
+            )
+        pending.extend((child, depth + 1) for child in children)
+    return value
 
 
 def check_choice(value: Any, path: str, choices: tuple[str, ...]) -> str:
@@ -329,6 +356,7 @@ def check_tools(value: Any, path: str) -> list[dict[str, Any]]:
         parameters = data.get("parameters", {"type": "object", "properties": {}})
         if not isinstance(parameters, dict):
             raise _invalid_type(f"{where}.parameters", "an object (a JSON Schema)", parameters)
+        check_nesting(parameters, f"{where}.parameters")
         tools.append(
             {
                 "type": "function",
@@ -368,7 +396,21 @@ def _free_object(value: Any, path: str) -> dict[str, Any]:
     """An object of the client's own keys (metadata), passed through as given."""
     if not isinstance(value, dict):
         raise _invalid_type(path, "an object", value)
-    return copy.deepcopy(value)
+    return copy.deepcopy(check_nesting(value, path))
+
+
+def check_metadata(value: Any, path: str) -> dict[str, str] | None:
+    """A response's metadata as OpenAI takes it: up to 16 short string pairs, or null."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _invalid_type(path, "an object of strings", value)
+    if len(value) > _METADATA_PAIRS:
+        raise invalid_value(path, f"at most {_METADATA_PAIRS} key-value pairs are allowed.")
+    for key, item in value.items():
+        check_string(key, path, max_length=_METADATA_KEY_CHARS)
+        check_string(item, f"{path}.{key}", max_length=_METADATA_VALUE_CHARS)
+    return dict(value)
 
 
 def _tracing(value: Any, path: str) -> Any:
@@ -411,7 +453,7 @@ def _prompt(value: Any, path: str) -> Any:
     if "id" not in data:
         raise missing(f"{path}.id")
     check_string(data["id"], f"{path}.id")
-    return copy.deepcopy(data)
+    return copy.deepcopy(check_nesting(data, path))
 
 
 _SESSION_FIELDS: dict[str, Callable[[Any, str], Any]] = {

@@ -87,6 +87,11 @@ async def client_secrets(request: HttpRequest) -> HttpResponse:
             raise EngineError(
                 f"We could not parse the JSON body of your request: {exc}", code="invalid_json"
             ) from exc
+        except RecursionError as exc:
+            raise EngineError(
+                "We could not parse the JSON body of your request: it nests too deeply.",
+                code="invalid_json",
+            ) from exc
         session, ttl = client_secret_request(data=data)
         secret = secrets.client_secret_create(session=session, ttl_seconds=ttl)
     except EngineError as error:
