@@ -100,21 +100,28 @@ class RealtimeClient:
         self.channel: Any = None
 
     async def connect(
-        self, engine_url: str, key: str, *, transport: httpx.AsyncBaseTransport | None = None
+        self,
+        engine_url: str,
+        key: str,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        munge: Callable[[str], str] | None = None,
     ) -> httpx.Response:
         """Offer, post to /realtime/calls, and apply the answer when it is a 201.
 
-        `transport` lets a test serve the site's ASGI app in its own process and loop.
+        `transport` lets a test serve the site's ASGI app in its own process and loop;
+        `munge` rewrites the offer's SDP before it is posted, as some web apps do.
         """
         self.pc.addTrack(self.microphone)
         self.channel = self.pc.createDataChannel("oai-events")
         self.channel.on("message", self._on_message)
         self.pc.on("track", self._on_track)
         await self.pc.setLocalDescription(await self.pc.createOffer())
+        offer: str = self.pc.localDescription.sdp
         async with httpx.AsyncClient(timeout=30, transport=transport) as http:
             response = await http.post(
                 f"{engine_url}/realtime/calls",
-                content=self.pc.localDescription.sdp.encode(),
+                content=(munge(offer) if munge else offer).encode(),
                 headers={"Authorization": f"Bearer {key}", "Content-Type": "application/sdp"},
             )
         self.answer_status = response.status_code

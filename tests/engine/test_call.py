@@ -49,10 +49,14 @@ async def connect(
 ) -> AsyncIterator[Callable[..., Any]]:
     clients: list[RealtimeClient] = []
 
-    async def open_call(**session: Any) -> RealtimeClient:
+    async def open_call(
+        munge: Callable[[str], str] | None = None, **session: Any
+    ) -> RealtimeClient:
         client = RealtimeClient()
         clients.append(client)
-        response = await client.connect(engine_server.engine_url, mint(engine_server, **session))
+        response = await client.connect(
+            engine_server.engine_url, mint(engine_server, **session), munge=munge
+        )
         assert response.status_code == 201, response.text
         await client.wait_for("session.created", timeout=15)
         return client
@@ -404,6 +408,61 @@ async def test_deeply_nested_events_get_errors_and_the_call_survives(
     assert errors[None]["code"] == "invalid_json"
     assert errors["evt_deep"]["code"] == "invalid_value"
     assert errors["evt_deep"]["param"] == "session.tools[0].parameters"
+
+
+def user_message(text: str, *, parts: int = 1, event_id: str) -> dict[str, Any]:
+    return {
+        "type": "conversation.item.create",
+        "event_id": event_id,
+        "item": {
+            "type": "message",
+            "role": "user",
+            "content": [{"type": "input_text", "text": text} for _ in range(parts)],
+        },
+    }
+
+
+async def test_non_ascii_items_are_echoed_as_utf8(connect: Callable[..., Any]) -> None:
+    client: RealtimeClient = await connect(audio={"input": {"turn_detection": None}})
+    # 120 KB of UTF-8 as a browser's JSON.stringify sends it; escaped as \u00e9 the echo
+    # would be 360 KB, past the 256 KB the client accepts per message.
+    client.send_raw(
+        json.dumps(user_message("é" * 20_000, parts=3, event_id="evt_big"), ensure_ascii=False)
+    )
+    added = await client.wait_for("conversation.item.added")
+    assert [part["text"] for part in added["item"]["content"]] == ["é" * 20_000] * 3
+    client.send({"type": "conversation.item.retrieve", "item_id": added["item"]["id"]})
+    retrieved = await client.wait_for("conversation.item.retrieved")
+    assert retrieved["item"] == added["item"]
+
+
+def _without_max_message_size(sdp: str) -> str:
+    return "\r\n".join(
+        line for line in sdp.split("\r\n") if not line.startswith("a=max-message-size:")
+    )
+
+
+async def test_an_item_the_peer_could_not_receive_back_is_refused(
+    connect: Callable[..., Any],
+) -> None:
+    # A peer that does not declare its max-message-size accepts 64 KB (RFC 8841).
+    client: RealtimeClient = await connect(
+        munge=_without_max_message_size, audio={"input": {"turn_detection": None}}
+    )
+    client.send(user_message("x" * 30_000, parts=3, event_id="evt_too_big"))
+    client.send(user_message("x" * 30_000, event_id="evt_fits"))
+    added = await client.wait_for("conversation.item.added")
+    assert added["item"]["content"][0]["text"] == "x" * 30_000
+    error = await client.wait_for("error")
+    assert error["error"]["event_id"] == "evt_too_big"
+    assert error["error"]["param"] == "item"
+    assert "65536 bytes" in error["error"]["message"]
+    # The refused item is not in the conversation: the next item follows the one kept.
+    client.send(user_message("hello", event_id="evt_next"))
+    following = await client.wait_for(
+        "conversation.item.added", where=lambda e: e["item"]["content"][0]["text"] == "hello"
+    )
+    assert following["previous_item_id"] == added["item"]["id"]
 
 
 async def test_one_key_starts_one_call(engine_server: EngineServer) -> None:

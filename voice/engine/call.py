@@ -17,6 +17,7 @@ import contextlib
 import contextvars
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,6 +52,10 @@ CHANNEL_LABEL = "oai-events"
 # large tool schemas stays well below it).
 MAX_CLIENT_EVENT_BYTES = 512 * 1024
 _ICE_GATHER_SECONDS = 10.0
+# The largest data-channel message the peer accepts, from its offer; RFC 8841 sets 64 KB
+# when the offer does not say, and 0 means no limit (aiortc refuses to send past it).
+_MAX_MESSAGE_SIZE = re.compile(r"^a=max-message-size:(\d+)\s*$", re.MULTILINE)
+_DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024
 # A pause in incoming packets this long is fed to turn detection as that much silence.
 _AUDIO_GAP_SECONDS = 0.1
 _GAP_SILENCE = bytes(int(16_000 * 2 * _AUDIO_GAP_SECONDS))
@@ -94,6 +99,18 @@ def _chunks(text: str, size: int) -> list[str]:
 def _transcript_deltas(text: str) -> list[str]:
     words = text.split(" ")
     return [w if i == 0 else " " + w for i, w in enumerate(words)] if text else []
+
+
+def _serialise(event: events.Event) -> tuple[str, int]:
+    """An event as data-channel text, and its size in bytes on the wire."""
+    # UTF-8, as browsers send: escaping non-ASCII (json.dumps' default) triples its size.
+    text = json.dumps(event, ensure_ascii=False)
+    try:
+        return text, len(text.encode())
+    except UnicodeEncodeError:
+        # A lone surrogate (a client's "\ud800") has no UTF-8 form; escaped, it has.
+        text = json.dumps(event)
+        return text, len(text)
 
 
 def _unreadable_offer(exc: Exception) -> EngineError:
@@ -179,6 +196,7 @@ class Call:
         self.closed = False
         self.close_reason = ""
         self._channel: Any = None
+        self._peer_max_message_bytes = _DEFAULT_MAX_MESSAGE_SIZE
         self._connected = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._jobs: asyncio.Queue[Callable[[], Awaitable[None]]] = asyncio.Queue()
@@ -203,6 +221,8 @@ class Call:
         pc.on("connectionstatechange", self._on_connection_state)
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+            if declared := _MAX_MESSAGE_SIZE.search(offer_sdp):
+                self._peer_max_message_bytes = int(declared[1])
             has_audio = False
             for transceiver in pc.getTransceivers():
                 if transceiver.kind == "audio":
@@ -325,7 +345,42 @@ class Call:
         channel = self._channel
         if channel is None or channel.readyState != "open" or self.closed:
             return
-        channel.send(json.dumps(event))
+        text, size = _serialise(event)
+        if not self._fits(size):
+            # aiortc would raise and end the call; the client loses this one event instead.
+            logger.warning(
+                "engine call %s: %s event of %d bytes not sent, over the peer's limit",
+                self.id,
+                event["type"],
+                size,
+            )
+            self._send_error(
+                EngineError(
+                    f"The server could not send a {event['type']} event of {size} bytes: "
+                    f"the peer accepts at most {self._peer_max_message_bytes} bytes per "
+                    "message (a=max-message-size in its SDP offer).",
+                    type="server_error",
+                    code="event_too_large",
+                ),
+                None,
+            )
+            return
+        channel.send(text)
+
+    def _fits(self, size: int) -> bool:
+        limit = self._peer_max_message_bytes
+        return limit == 0 or size <= limit
+
+    def _refuse_unsendable(self, echo: events.Event, param: str) -> None:
+        """Refuse a client event whose echo the peer could not receive."""
+        _, size = _serialise(echo)
+        if not self._fits(size):
+            raise invalid_value(
+                param,
+                f"echoed back in {echo['type']} it would be {size} bytes, more than the "
+                f"{self._peer_max_message_bytes} bytes your peer accepts per data-channel "
+                "message (a=max-message-size in its SDP offer).",
+            )
 
     def _send_error(self, error: EngineError, event_id: str | None) -> None:
         self._send(
@@ -837,6 +892,8 @@ class Call:
             raise missing("session")
         before = self.session
         after = session_build(data=data["session"], current=before)
+        updated = events.event("session.updated", session=after)
+        self._refuse_unsendable(updated, "session")
         self.session = after
         if before["audio"]["input"]["turn_detection"] != after["audio"]["input"]["turn_detection"]:
             self._vad = self._new_vad()
@@ -846,7 +903,7 @@ class Call:
             self._speaker = self._new_speaker()
         if before["tools"] != after["tools"]:
             self._spawn(self._warm_transcriber())
-        self._send(events.event("session.updated", session=after))
+        self._send(updated)
 
     def _audio_commit(self, data: dict[str, Any]) -> None:
         if self.session["audio"]["input"]["turn_detection"] is None:
@@ -886,7 +943,13 @@ class Call:
                 )
         item = self._parse_item(data["item"])
         previous = self._append_item(item, previous_item_id)
-        self._send(events.event("conversation.item.added", previous_item_id=previous, item=item))
+        added = events.event("conversation.item.added", previous_item_id=previous, item=item)
+        try:
+            self._refuse_unsendable(added, "item")
+        except EngineError:
+            self._items.remove(item)
+            raise
+        self._send(added)
         self._send(events.event("conversation.item.done", previous_item_id=previous, item=item))
 
     def _parse_item(self, raw: Any) -> dict[str, Any]:
