@@ -305,6 +305,24 @@ async def test_response_cancel_drops_the_audio(connect: Callable[..., Any]) -> N
     assert error["error"]["code"] == "response_cancel_not_active"
 
 
+async def test_response_cancel_of_a_queued_response(connect: Callable[..., Any]) -> None:
+    client: RealtimeClient = await connect(audio={"input": {"turn_detection": None}})
+    await asyncio.sleep(1.0)  # the buffer holds the microphone's silence meanwhile
+    # The response waits behind the committed turn's transcription when it is cancelled.
+    client.send({"type": "input_audio_buffer.commit", "event_id": "evt_commit"})
+    client.send({"type": "response.create", "event_id": "evt_respond"})
+    client.send({"type": "response.cancel", "event_id": "evt_cancel"})
+    created = await client.wait_for("response.created")
+    done = await client.wait_for("response.done")
+    assert done["response"]["id"] == created["response"]["id"]
+    assert done["response"]["status"] == "cancelled"
+    assert done["response"]["status_details"] == {"type": "cancelled", "reason": "client_cancelled"}
+    assert done["response"]["output"] == []
+    await client.wait_for("conversation.item.input_audio_transcription.completed")
+    assert "error" not in client.types(), client.events
+    assert client.types().count("response.created") == 1
+
+
 @pytest.mark.slow
 async def test_barge_in_cancels_the_spoken_reply(
     connect: Callable[..., Any], studio: Studio

@@ -811,7 +811,17 @@ class Call:
         if response.task is not None:
             response.task.cancel()
         if response.state == "queued":
-            response.state = "done"
+            # Waiting behind a turn's transcription, it was never announced; OpenAI
+            # creates a response at once, so the client still sees it created and ended.
+            self._send(
+                events.event(
+                    "response.created",
+                    response=response.snapshot(
+                        status="in_progress", status_details=None, usage=None
+                    ),
+                )
+            )
+            self._finish(response, "cancelled", {"type": "cancelled", "reason": reason})
             return
         self.output.clear()
         if response.audio_started:
