@@ -379,7 +379,14 @@ async def test_bad_events_get_errors_and_the_call_survives(connect: Callable[...
             "response": {"metadata": {"topic": {"nested": "object"}}},
         }
     )
-    await client.wait_count("error", 7)
+    client.send(
+        {
+            "type": "response.create",
+            "event_id": "evt_voice",
+            "response": {"audio": {"output": {"voice": "robot"}}},
+        }
+    )
+    await client.wait_count("error", 8)
     errors = {e["error"]["event_id"]: e["error"] for e in client.events if e["type"] == "error"}
     assert errors[None]["code"] == "invalid_json"
     assert errors["evt_unknown"]["param"] == "type"
@@ -390,6 +397,7 @@ async def test_bad_events_get_errors_and_the_call_survives(connect: Callable[...
     assert errors["evt_call_id"]["param"] == "item.call_id"
     assert errors["evt_nothing"]["code"] == "response_cancel_not_active"
     assert errors["evt_metadata"]["param"] == "response.metadata.topic"
+    assert errors["evt_voice"]["param"] == "response.audio.output.voice"
     assert all(e["type"] == "invalid_request_error" for e in errors.values())
 
     say_text(client, "show the next picture")

@@ -2,7 +2,7 @@
 
 The site's ASGI app runs in-process (httpx's ASGI transport) on the test's event loop,
 where the engine's peers then live too, so the tests can look inside: the registry,
-the peer and the asyncio tasks after a call ends.
+the peer and the asyncio tasks after a call ends, the voice a reply is spoken in.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 
 from artterminal.asgi import application
 from tests.engine.client import RealtimeClient
-from voice.engine import secrets
+from voice.engine import secrets, tts
 from voice.engine.call import Call
 from voice.engine.registry import registry
 from voice.engine.session import default_session
@@ -254,3 +254,36 @@ async def test_malformed_offer_is_400_and_frees_its_slot(
     assert error["param"] == "sdp"
     assert len(registry) == 0
     assert not call_tasks()
+
+
+async def test_a_response_is_spoken_in_the_voice_it_asks_for(
+    connected: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spoken_in: list[str] = []
+    synthesize = tts.Speaker.synthesize
+
+    def recorded(speaker: tts.Speaker, text: str) -> tuple[bytes, int]:
+        spoken_in.append(speaker.voice)
+        return synthesize(speaker, text)
+
+    monkeypatch.setattr(tts.Speaker, "synthesize", recorded)
+    client, call = await connected(audio={"input": {"turn_detection": None}})
+    assert call.session["audio"]["output"]["voice"] == "alloy"
+    client.send(
+        {
+            "type": "conversation.item.create",
+            "item": {
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_text", "text": "hello there"}],
+            },
+        }
+    )
+    client.send({"type": "response.create", "response": {"audio": {"output": {"voice": "ash"}}}})
+    done = await client.wait_for("response.done")
+    assert done["response"]["audio"]["output"]["voice"] == "ash"
+    client.send({"type": "response.create"})
+    await client.wait_for(
+        "response.done", where=lambda e: e["response"]["id"] != done["response"]["id"]
+    )
+    assert spoken_in == ["ash", "alloy"]

@@ -39,6 +39,7 @@ from voice.engine.session import (
     check_string,
     check_tool_choice,
     check_tools,
+    check_voice,
     invalid_value,
     missing,
     session_build,
@@ -758,6 +759,8 @@ class Call:
         synthesis: asyncio.Future[Any] | None = None
         if audio:
             speaker = self._speaker
+            if response.voice != speaker.voice:  # response.create chose its own voice
+                speaker = tts.Speaker(voice=response.voice, speed=speaker.speed)
             synthesis = self._spawn(self._run_blocking(lambda: speaker.synthesize(text)))
         kind = "response.output_audio_transcript" if audio else "response.output_text"
         for delta in _transcript_deltas(text):
@@ -1089,7 +1092,11 @@ class Call:
             output = check_object(
                 audio.get("output", {}), "response.audio.output", ("voice", "format")
             )
-            result["audio"] = {"output": {k: v for k, v in output.items() if k == "voice"}}
+            result["audio"] = {"output": {}}
+            if "voice" in output:
+                result["audio"]["output"]["voice"] = check_voice(
+                    output["voice"], "response.audio.output.voice"
+                )
         return result
 
     def _response_cancel(self, data: dict[str, Any]) -> None:

@@ -304,18 +304,20 @@ def _audio_input(value: Any, path: str, current: dict[str, Any]) -> dict[str, An
     return result
 
 
+def check_voice(value: Any, path: str) -> str:
+    """One of OpenAI's voices, by name or as {"id": name}."""
+    if isinstance(value, dict):
+        value = check_string(check_object(value, path, ("id",)).get("id"), f"{path}.id")
+    return check_choice(value, path, VOICES)
+
+
 def _audio_output(value: Any, path: str, current: dict[str, Any]) -> dict[str, Any]:
     data = check_object(value, path, ("format", "voice", "speed"))
     result = copy.deepcopy(current)
     if "format" in data:
         result["format"] = _format(data["format"], f"{path}.format")
     if "voice" in data:
-        voice = data["voice"]
-        if isinstance(voice, dict):
-            voice = check_string(
-                check_object(voice, f"{path}.voice", ("id",)).get("id"), f"{path}.voice.id"
-            )
-        result["voice"] = check_choice(voice, f"{path}.voice", VOICES)
+        result["voice"] = check_voice(data["voice"], f"{path}.voice")
     if "speed" in data:
         result["speed"] = _number(data["speed"], f"{path}.speed", 0.25, 1.5)
     return result
