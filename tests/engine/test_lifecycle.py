@@ -8,6 +8,7 @@ the peer and the asyncio tasks after a call ends, the voice a reply is spoken in
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -17,8 +18,9 @@ import pytest
 
 from artterminal.asgi import application
 from tests.engine.client import RealtimeClient
+from tests.engine.server import NAVIGATE
 from voice.engine import secrets, tts
-from voice.engine.call import Call
+from voice.engine.call import MAX_CONVERSATION_BYTES, MAX_CONVERSATION_ITEMS, Call
 from voice.engine.registry import registry
 from voice.engine.session import default_session
 
@@ -287,3 +289,87 @@ async def test_a_response_is_spoken_in_the_voice_it_asks_for(
         "response.done", where=lambda e: e["response"]["id"] != done["response"]["id"]
     )
     assert spoken_in == ["ash", "alloy"]
+
+
+def text_item(text: str, *, item_id: str, parts: int = 1) -> dict[str, Any]:
+    return {
+        "type": "conversation.item.create",
+        "item": {
+            "id": item_id,
+            "type": "message",
+            "role": "user",
+            "content": [{"type": "input_text", "text": text} for _ in range(parts)],
+        },
+    }
+
+
+async def fill(
+    client: RealtimeClient, count: int, *, text: str = "hi", parts: int = 1, prefix: str
+) -> None:
+    """Add `count` user messages with ids `{prefix}_0`... and wait until the last is in."""
+    for index in range(count):
+        client.send(text_item(text, item_id=f"{prefix}_{index}", parts=parts))
+    last = f"{prefix}_{count - 1}"
+    await client.wait_for(
+        "conversation.item.done", timeout=60, where=lambda e: e["item"]["id"] == last
+    )
+
+
+def kept_bytes(call: Call) -> int:
+    return sum(len(json.dumps(item, ensure_ascii=False).encode()) for item in call._items)
+
+
+async def test_the_conversation_keeps_its_newest_items(connected: Callable[..., Any]) -> None:
+    """Items each within every limit no longer accumulate for the whole call: past
+    MAX_CONVERSATION_ITEMS or MAX_CONVERSATION_BYTES the oldest go, and the tool flow
+    goes on with the recent ones."""
+    client, call = await connected(audio={"input": {"turn_detection": None}}, tools=[NAVIGATE])
+    await fill(client, MAX_CONVERSATION_ITEMS + 20, prefix="small")
+    assert len(call._items) == MAX_CONVERSATION_ITEMS
+    assert [it["id"] for it in call._items[:2]] == ["small_20", "small_21"]
+    client.send({"type": "conversation.item.retrieve", "item_id": "small_0", "event_id": "evt_old"})
+    error = await client.wait_for("error")
+    assert error["error"]["code"] == "item_not_found"
+    assert error["error"]["event_id"] == "evt_old"
+
+    # 90 KB messages (three parts of the longest text): 30 of them pass the byte bound.
+    mark = len(client.events)
+    await fill(client, 30, text="x" * 30_000, parts=3, prefix="large")
+    assert "error" not in client.types(mark)
+    assert MAX_CONVERSATION_BYTES - 100_000 < kept_bytes(call) <= MAX_CONVERSATION_BYTES
+    assert call._items[-1]["id"] == "large_29"
+    assert not any(it["id"] == "large_0" for it in call._items)
+
+    mark = len(client.events)
+    client.send(text_item("show the next picture", item_id="command"))
+    client.send({"type": "response.create"})
+    done = await client.wait_for("response.done", after=mark)
+    call_item = done["response"]["output"][0]
+    assert call_item["name"] == "navigate_gallery"
+    mark = len(client.events)
+    client.send(
+        {
+            "type": "conversation.item.create",
+            "item": {
+                "type": "function_call_output",
+                "call_id": call_item["call_id"],
+                "output": json.dumps({"ok": True, "title": "A red fox"}),
+            },
+        }
+    )
+    client.send({"type": "response.create"})
+    confirmed = await client.wait_for("response.done", after=mark)
+    assert "red fox" in confirmed["response"]["output"][0]["content"][0]["transcript"].lower()
+
+
+async def test_a_retention_ratio_truncates_to_that_share(connected: Callable[..., Any]) -> None:
+    client, call = await connected(
+        audio={"input": {"turn_detection": None}},
+        truncation={"type": "retention_ratio", "retention_ratio": 0.5},
+    )
+    await fill(client, MAX_CONVERSATION_ITEMS, prefix="item")
+    assert len(call._items) == MAX_CONVERSATION_ITEMS
+    client.send(text_item("one more", item_id="one_more"))
+    await client.wait_for("conversation.item.done", where=lambda e: e["item"]["id"] == "one_more")
+    assert len(call._items) == MAX_CONVERSATION_ITEMS // 2
+    assert call._items[-1]["id"] == "one_more"

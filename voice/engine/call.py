@@ -64,6 +64,12 @@ _GAP_SILENCE = bytes(int(16_000 * 2 * _AUDIO_GAP_SECONDS))
 _MAX_HELD_BYTES = 16_000 * 2 * 60
 # How long queued speech may take to start playing before the reply goes on without it.
 _PLAYBACK_START_SECONDS = 5.0
+# What a call keeps of its conversation (session truncation "auto"): far more than the
+# brain reads (the latest turn, or a tool's output and its call). Past these bounds the
+# oldest items are dropped, so a long or hostile session cannot grow the call without
+# limit (one item alone may be nearly MAX_CLIENT_EVENT_BYTES).
+MAX_CONVERSATION_ITEMS = 500
+MAX_CONVERSATION_BYTES = 2 * 1024 * 1024
 
 _CLIENT_EVENT_FIELDS: dict[str, tuple[str, ...]] = {
     "session.update": ("session",),
@@ -202,6 +208,8 @@ class Call:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._jobs: asyncio.Queue[Callable[[], Awaitable[None]]] = asyncio.Queue()
         self._items: list[dict[str, Any]] = []
+        self._item_bytes: dict[str, int] = {}  # each item's JSON size when it was added
+        self._conversation_bytes = 0
         self._response: _Response | None = None
         self._speech_item: str | None = None
         self._speculation: _Speculation | None = None
@@ -398,18 +406,55 @@ class Call:
     def _last_item_id(self) -> str | None:
         return self._items[-1]["id"] if self._items else None
 
+    def _previous_item(self, previous_item_id: str | None) -> str | None:
+        """The id of the item a new one would follow (None: at the start)."""
+        if previous_item_id is None:
+            return self._last_item_id
+        return None if previous_item_id == "root" else previous_item_id
+
     def _append_item(self, item: dict[str, Any], previous_item_id: str | None = None) -> str | None:
         """Add an item to the conversation; returns the id of the item before it."""
-        if previous_item_id is None:
-            previous = self._last_item_id
-            self._items.append(item)
-            return previous
-        if previous_item_id == "root":
-            self._items.insert(0, item)
-            return None
-        index = next(i for i, it in enumerate(self._items) if it["id"] == previous_item_id)
-        self._items.insert(index + 1, item)
-        return previous_item_id
+        previous = self._previous_item(previous_item_id)
+        index = (
+            0
+            if previous is None
+            else next(i for i, it in enumerate(self._items) if it["id"] == previous) + 1
+        )
+        self._items.insert(index, item)
+        # Measured as added: what the engine writes into its own items later (a
+        # transcript, a reply) is a few hundred bytes from the recogniser or the brain.
+        size = _serialise(item)[1]
+        self._item_bytes[item["id"]] = size
+        self._conversation_bytes += size
+        self._truncate_conversation(keep=item)
+        return previous
+
+    def _forget_item(self, item: dict[str, Any]) -> None:
+        self._items.remove(item)
+        self._conversation_bytes -= self._item_bytes.pop(item["id"], 0)
+
+    def _truncate_conversation(self, *, keep: dict[str, Any]) -> None:
+        """Drop the oldest items (never `keep`, the newest) while over the bounds.
+
+        Silently: OpenAI's truncation drops items from what the model reads without an
+        event (conversation.item.deleted answers a client's delete; the protocol doc
+        names no event for truncation), so clients here are not told either. A
+        retention_ratio truncation drops down to that share of the bounds, as OpenAI's
+        does, so it does not truncate again at every item; "disabled" cannot mean
+        unbounded memory and truncates as "auto".
+        """
+        items = self._items
+        if (
+            len(items) <= MAX_CONVERSATION_ITEMS
+            and self._conversation_bytes <= MAX_CONVERSATION_BYTES
+        ):
+            return
+        truncation = self.session["truncation"]
+        ratio = truncation["retention_ratio"] if isinstance(truncation, dict) else 1.0
+        max_items = max(1, int(MAX_CONVERSATION_ITEMS * ratio))
+        max_bytes = int(MAX_CONVERSATION_BYTES * ratio)
+        while len(items) > 1 and (len(items) > max_items or self._conversation_bytes > max_bytes):
+            self._forget_item(items[0] if items[0] is not keep else items[1])
 
     # --- incoming audio -----------------------------------------------------------------------
     async def _read_audio(self, track: MediaStreamTrack) -> None:
@@ -955,13 +1000,10 @@ class Call:
                     "previous_item_id", f"no item '{previous_item_id}' in the conversation."
                 )
         item = self._parse_item(data["item"])
-        previous = self._append_item(item, previous_item_id)
+        previous = self._previous_item(previous_item_id)
         added = events.event("conversation.item.added", previous_item_id=previous, item=item)
-        try:
-            self._refuse_unsendable(added, "item")
-        except EngineError:
-            self._items.remove(item)
-            raise
+        self._refuse_unsendable(added, "item")
+        self._append_item(item, previous_item_id)
         self._send(added)
         self._send(events.event("conversation.item.done", previous_item_id=previous, item=item))
 
@@ -1038,7 +1080,7 @@ class Call:
 
     def _item_delete(self, data: dict[str, Any]) -> None:
         item = self._find_item(data)
-        self._items.remove(item)
+        self._forget_item(item)
         self._send(events.event("conversation.item.deleted", item_id=item["id"]))
 
     def _find_item(self, data: dict[str, Any]) -> dict[str, Any]:
