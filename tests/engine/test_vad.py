@@ -7,6 +7,7 @@ import pytest
 
 from tests.engine.recordings import RATE, Studio, Take
 from voice.engine.vad import (
+    MAX_TURN_MS,
     SpeechPaused,
     SpeechStarted,
     SpeechStopped,
@@ -86,6 +87,36 @@ def test_speech_after_a_pause_is_part_of_the_turn(studio: Studio) -> None:
     assert stopped.speech == late.speech
     assert stopped.speech.startswith(early.speech)
     assert len(stopped.speech) == (late.audio_ms - started.audio_start_ms) * 32
+
+
+def test_speech_that_never_stops_is_cut_into_turns_of_at_most_max_turn_ms(
+    studio: Studio,
+) -> None:
+    """A speaker who never pauses long enough used to grow one turn for the whole call:
+    the buffer was only trimmed between turns. Now a turn ends at MAX_TURN_MS and the
+    speech that goes on is the next turn, so no turn holds more than that."""
+    phrase = studio.pcm(Take("show me the next picture", voice="marin", lead_ms=0, tail_ms=100))
+    speech = phrase * (75_000 * 32 // len(phrase) + 1)  # 75 s, no pause near 500 ms
+    pcm = bytes(1000 * 32) + speech + bytes(1000 * 32)
+    vad = VoiceActivityDetector(silence_duration_ms=500)
+    events = []
+    largest = 0
+    for i in range(0, len(pcm), 640):
+        events += [e for e in vad.feed(pcm[i : i + 640]) if not isinstance(e, SpeechPaused)]
+        largest = max(largest, len(vad._buffer))
+    assert [type(e) for e in events] == [SpeechStarted, SpeechStopped] * 3, events
+    turns = [
+        (started.audio_start_ms, stopped)
+        for started, stopped in zip(events[0::2], events[1::2], strict=True)
+        if isinstance(started, SpeechStarted) and isinstance(stopped, SpeechStopped)
+    ]
+    lengths = [stopped.audio_end_ms - start for start, stopped in turns]
+    # The first two turns were cut at the cap; the speech went on into the next turn.
+    assert lengths[:2] == [MAX_TURN_MS, MAX_TURN_MS] and lengths[2] <= MAX_TURN_MS
+    for (_, stopped), length in zip(turns, lengths, strict=True):
+        assert len(stopped.audio) == length * 32
+    assert turns[1][0] - turns[0][1].audio_end_ms < 300
+    assert largest <= (MAX_TURN_MS + 30) * 32
 
 
 def test_commit_recognises_everything_buffered(studio: Studio) -> None:

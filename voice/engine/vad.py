@@ -40,6 +40,10 @@ _ONSET_VOICED = 3
 # only the moment it is announced.
 _ONSET_WINDOW_UNKNOWN_FLOOR = 8
 _ONSET_VOICED_UNKNOWN_FLOOR = 6
+# The longest turn: speech that never pauses long enough is ended here as if the
+# silence had come, so one utterance cannot grow for the whole call, and its
+# recognition takes bounded time. A speaker who goes on starts the next turn.
+MAX_TURN_MS = 30_000
 # Audio held while nobody speaks, so a manual commit (turn detection off) still has
 # the whole buffer; older audio is dropped to bound memory.
 _MAX_BUFFER_MS = 60_000
@@ -172,11 +176,14 @@ class VoiceActivityDetector:
             if voiced:
                 self._silence_ms = 0
                 self._paused = None
-                return None
-            self._silence_ms += FRAME_MS
-            if self._silence_ms >= self.silence_duration_ms:
+            else:
+                self._silence_ms += FRAME_MS
+            if (
+                self._silence_ms >= self.silence_duration_ms
+                or self._position_ms - self._start_ms >= MAX_TURN_MS
+            ):
                 return self._stop(self._start_ms)
-            if self._paused is None and self._silence_ms >= self.pause_ms:
+            if not voiced and self._paused is None and self._silence_ms >= self.pause_ms:
                 self._paused = SpeechPaused(
                     audio_ms=self._position_ms, speech=self._turn_audio(self._start_ms)
                 )
@@ -193,6 +200,9 @@ class VoiceActivityDetector:
             self._speaking = True
             self._silence_ms = 0
             self._start_ms = max(self._buffer_start_ms, onset - self.prefix_padding_ms)
+            # The turn's audio is all a commit or a stop reads from now on.
+            del self._buffer[: (self._start_ms - self._buffer_start_ms) * _BYTES_PER_MS]
+            self._buffer_start_ms = self._start_ms
             self._recent.clear()
             return SpeechStarted(audio_start_ms=self._start_ms)
         self._trim_idle_buffer()
