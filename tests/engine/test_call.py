@@ -351,6 +351,38 @@ async def test_barge_in_cancels_the_spoken_reply(
     assert client.events.index(barge) < client.events.index(done)
 
 
+@pytest.mark.slow
+async def test_silence_after_a_reply_triggers_the_idle_timeout(
+    connect: Callable[..., Any],
+) -> None:
+    """With server_vad's idle_timeout_ms, silence that long after a response ended is
+    committed as a turn (input_audio_buffer.timeout_triggered, then committed) and
+    answered, as OpenAI does; the setting used to be accepted and never acted on."""
+    client: RealtimeClient = await connect(
+        audio={"input": {"turn_detection": {"type": "server_vad", "idle_timeout_ms": 5000}}}
+    )
+    say_text(client, "hello there")
+    replied = await client.wait_for("response.done", timeout=30)
+    mark = client.events.index(replied)
+    triggered = await client.wait_for("input_audio_buffer.timeout_triggered", timeout=30)
+    assert client.events.index(triggered) > mark
+    assert set(triggered) == {"type", "event_id", "audio_start_ms", "audio_end_ms", "item_id"}
+    # Input-audio time, not the wall clock: the check runs at every packet (20 ms) or
+    # gap (100 ms) of audio, each judged in whole 30 ms frames.
+    assert 5000 <= triggered["audio_end_ms"] - triggered["audio_start_ms"] < 5200
+    item_id = triggered["item_id"]
+    committed = await client.wait_for("input_audio_buffer.committed", after=mark)
+    assert committed["item_id"] == item_id
+    assert client.events.index(committed) > client.events.index(triggered)
+    await client.wait_for(
+        "conversation.item.input_audio_transcription.completed",
+        where=lambda e: e["item_id"] == item_id,
+    )
+    answered = await client.wait_for("response.done", after=mark + 1, timeout=30)
+    assert answered["response"]["status"] == "completed"
+    assert "input_audio_buffer.speech_started" not in client.types()
+
+
 async def test_bad_events_get_errors_and_the_call_survives(connect: Callable[..., Any]) -> None:
     client: RealtimeClient = await connect(audio={"input": {"turn_detection": None}})
     client.send_raw("{not json")

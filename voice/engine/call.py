@@ -212,6 +212,9 @@ class Call:
         self._conversation_bytes = 0
         self._response: _Response | None = None
         self._speech_item: str | None = None
+        # Where in the input audio the last response ended while nobody spoke: the
+        # start of the silence that turn_detection.idle_timeout_ms measures.
+        self._idle_since_ms: int | None = None
         self._speculation: _Speculation | None = None
         self._vad = self._new_vad()
         self._held = bytearray()  # input audio while turn detection is off
@@ -486,8 +489,38 @@ class Call:
                     self._speech_paused(change)
                 else:
                     self._speech_stopped(change)
+            self._check_idle()
+
+    def _check_idle(self) -> None:
+        """After idle_timeout_ms of input with no speech since the last response ended,
+        commit that silence as a turn and respond to it, as OpenAI's server_vad does."""
+        detection = self.session["audio"]["input"]["turn_detection"]
+        timeout = detection.get("idle_timeout_ms") if detection else None
+        since = self._idle_since_ms
+        if timeout is None or since is None or self._response is not None or self._vad.speaking:
+            return
+        if self._vad.position_ms - since < timeout:
+            return
+        self._idle_since_ms = None
+        stopped = self._vad.commit()
+        end = stopped.audio_end_ms if stopped is not None else self._vad.position_ms
+        # The detector may hold audio from before the response ended: only the idle
+        # stretch is committed, as OpenAI's audio_start_ms..audio_end_ms say.
+        idle_bytes = (end - since) * vad.SAMPLE_RATE * 2 // 1000
+        audio = stopped.audio[-idle_bytes:] if stopped is not None else b""
+        item_id = events.new_id("item")
+        self._send(
+            events.event(
+                "input_audio_buffer.timeout_triggered",
+                audio_start_ms=since,
+                audio_end_ms=end,
+                item_id=item_id,
+            )
+        )
+        self._commit_audio(item_id, audio, respond=detection["create_response"])
 
     def _speech_started(self, audio_start_ms: int) -> None:
+        self._idle_since_ms = None
         self._drop_speculation()
         self._speech_item = events.new_id("item")
         self._send(
@@ -656,6 +689,9 @@ class Call:
         response.state = "done"
         if self._response is response:
             self._response = None
+        # The reply has been heard (response.done follows its playback): silence counts
+        # from here, unless the user is already speaking over it.
+        self._idle_since_ms = None if self._vad.speaking else self._vad.position_ms
         self._send(
             events.event(
                 "response.done",
@@ -955,6 +991,8 @@ class Call:
         self.session = after
         if before["audio"]["input"]["turn_detection"] != after["audio"]["input"]["turn_detection"]:
             self._vad = self._new_vad()
+            if self._idle_since_ms is not None:
+                self._idle_since_ms = 0  # the new detector counts from zero
             self._drop_speculation()
             self._held.clear()
         if before["audio"]["output"] != after["audio"]["output"]:

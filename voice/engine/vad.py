@@ -118,6 +118,15 @@ class VoiceActivityDetector:
         self._paused: SpeechPaused | None = None
         self._energies: deque[float] = deque(maxlen=_FLOOR_WINDOW)
 
+    @property
+    def position_ms(self) -> int:
+        """How much audio has been judged, in ms from the first byte fed."""
+        return self._position_ms
+
+    @property
+    def speaking(self) -> bool:
+        return self._speaking
+
     def feed(self, pcm: bytes) -> list[TurnEvent]:
         """Take more audio (any length); returns the turn events it completed, in order."""
         data = self._partial + pcm
