@@ -383,6 +383,86 @@ async def test_silence_after_a_reply_triggers_the_idle_timeout(
     assert "input_audio_buffer.speech_started" not in client.types()
 
 
+def truncate(item_id: str, audio_end_ms: Any, *, event_id: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "type": "conversation.item.truncate",
+        "event_id": event_id,
+        "item_id": item_id,
+        "content_index": 0,
+        "audio_end_ms": audio_end_ms,
+        **fields,
+    }
+
+
+@pytest.mark.slow
+async def test_a_spoken_reply_is_truncated_where_playback_stopped(
+    connect: Callable[..., Any],
+) -> None:
+    """conversation.item.truncate used to be refused as unsupported. A spoken reply's
+    audio is cut at audio_end_ms and, as OpenAI does, its transcript is dropped."""
+    client: RealtimeClient = await connect(audio={"input": {"turn_detection": None}})
+    say_text(client, "hello there")
+    done = await client.wait_for("response.done", timeout=30)
+    reply = done["response"]["output"][0]
+    assert reply["content"][0]["transcript"]
+    user_item = (await client.wait_for("conversation.item.added"))["item"]["id"]
+    client.send(
+        {
+            "type": "conversation.item.create",
+            "item": {
+                "id": "typed_reply",
+                "type": "message",
+                "role": "assistant",
+                "content": [{"type": "output_text", "text": "typed, never spoken"}],
+            },
+        }
+    )
+    await client.wait_for(
+        "conversation.item.done", where=lambda e: e["item"]["id"] == "typed_reply"
+    )
+    # A greeting is a few seconds of speech, not ten minutes.
+    client.send(truncate(reply["id"], 600_000, event_id="evt_past_the_end"))
+    client.send(truncate("item_nowhere", 0, event_id="evt_unknown"))
+    client.send(truncate(reply["id"], 0, event_id="evt_index", content_index=1))
+    client.send(truncate(user_item, 0, event_id="evt_user"))
+    client.send(truncate("typed_reply", 0, event_id="evt_text"))
+    client.send(truncate(reply["id"], -1, event_id="evt_negative"))
+    client.send(truncate(reply["id"], "500", event_id="evt_string"))
+    client.send(
+        {"type": "conversation.item.truncate", "event_id": "evt_missing", "item_id": reply["id"]}
+    )
+    await client.wait_count("error", 8)
+    errors = {e["error"]["event_id"]: e["error"] for e in client.events if e["type"] == "error"}
+    expected = {
+        "evt_past_the_end": ("invalid_value", "audio_end_ms"),
+        "evt_unknown": ("item_not_found", "item_id"),
+        "evt_index": ("invalid_value", "content_index"),
+        "evt_user": ("invalid_value", "item_id"),
+        "evt_text": ("invalid_value", "content_index"),
+        "evt_negative": ("invalid_value", "audio_end_ms"),
+        "evt_string": ("invalid_type", "audio_end_ms"),
+        "evt_missing": ("missing_required_parameter", "content_index"),
+    }
+    assert {key: (e["code"], e["param"]) for key, e in errors.items()} == expected
+    assert all(e["type"] == "invalid_request_error" for e in errors.values())
+
+    client.send(truncate(reply["id"], 500, event_id="evt_truncate"))
+    truncated = await client.wait_for("conversation.item.truncated")
+    assert {k: v for k, v in truncated.items() if k != "event_id"} == {
+        "type": "conversation.item.truncated",
+        "item_id": reply["id"],
+        "content_index": 0,
+        "audio_end_ms": 500,
+    }
+    client.send({"type": "conversation.item.retrieve", "item_id": reply["id"]})
+    retrieved = await client.wait_for("conversation.item.retrieved")
+    assert retrieved["item"]["content"][0] == {"type": "output_audio", "transcript": ""}
+    # The item now holds 500 ms of audio: no more can be kept.
+    client.send(truncate(reply["id"], 501, event_id="evt_longer"))
+    error = await client.wait_for("error", where=lambda e: e["error"]["event_id"] == "evt_longer")
+    assert error["error"]["param"] == "audio_end_ms"
+
+
 async def test_bad_events_get_errors_and_the_call_survives(connect: Callable[..., Any]) -> None:
     client: RealtimeClient = await connect(audio={"input": {"turn_detection": None}})
     client.send_raw("{not json")

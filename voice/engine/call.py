@@ -32,6 +32,7 @@ from voice.engine.errors import EngineError
 from voice.engine.recognition import get_recognizer
 from voice.engine.registry import CallRegistry
 from voice.engine.session import (
+    check_int,
     check_max_output_tokens,
     check_metadata,
     check_modalities,
@@ -78,6 +79,7 @@ _CLIENT_EVENT_FIELDS: dict[str, tuple[str, ...]] = {
     "conversation.item.create": ("item", "previous_item_id"),
     "conversation.item.retrieve": ("item_id",),
     "conversation.item.delete": ("item_id",),
+    "conversation.item.truncate": ("item_id", "content_index", "audio_end_ms"),
     "response.create": ("response",),
     "response.cancel": ("response_id",),
     "output_audio_buffer.clear": ("response_id",),
@@ -210,6 +212,9 @@ class Call:
         self._items: list[dict[str, Any]] = []
         self._item_bytes: dict[str, int] = {}  # each item's JSON size when it was added
         self._conversation_bytes = 0
+        # How much of each spoken assistant item's audio the conversation holds, in ms
+        # (the engine keeps no sound of its own, only what a truncation must check).
+        self._audio_ms: dict[str, int] = {}
         self._response: _Response | None = None
         self._speech_item: str | None = None
         # Where in the input audio the last response ended while nobody spoke: the
@@ -435,6 +440,7 @@ class Call:
     def _forget_item(self, item: dict[str, Any]) -> None:
         self._items.remove(item)
         self._conversation_bytes -= self._item_bytes.pop(item["id"], 0)
+        self._audio_ms.pop(item["id"], None)
 
     def _truncate_conversation(self, *, keep: dict[str, Any]) -> None:
         """Drop the oldest items (never `keep`, the newest) while over the bounds.
@@ -855,6 +861,8 @@ class Call:
             except Exception:
                 logger.exception("engine call %s: speech synthesis failed", self.id)
                 pcm, rate = b"", 16000
+            # setdefault: a client may have truncated the item before its audio was made.
+            self._audio_ms.setdefault(item["id"], len(pcm) * 1000 // (2 * rate))
             if pcm:
                 await self._play(response, pcm, rate)
             self._send(events.event("response.output_audio.done", **parts))
@@ -1121,6 +1129,43 @@ class Call:
         self._forget_item(item)
         self._send(events.event("conversation.item.deleted", item_id=item["id"]))
 
+    def _item_truncate(self, data: dict[str, Any]) -> None:
+        """Cut an assistant item's audio where the client's playback stopped.
+
+        As OpenAI does, the item's transcript goes too, so the conversation holds no
+        words the user did not hear. Playback is the client's to stop (with
+        output_audio_buffer.clear): this changes only what the conversation holds.
+        """
+        for key in ("item_id", "content_index", "audio_end_ms"):
+            if key not in data:
+                raise missing(key)
+        item = self._find_item(data)
+        if item["type"] != "message" or item["role"] != "assistant":
+            raise invalid_value("item_id", "only assistant message items can be truncated.")
+        content_index = check_int(data["content_index"], "content_index", 0, 2**31 - 1)
+        parts = item["content"]
+        if content_index >= len(parts) or parts[content_index]["type"] != "output_audio":
+            raise invalid_value(
+                "content_index", f"item '{item['id']}' has no audio at index {content_index}."
+            )
+        audio_end_ms = check_int(data["audio_end_ms"], "audio_end_ms", 0, 2**31 - 1)
+        duration = self._audio_ms.get(item["id"], 0)
+        if audio_end_ms > duration:
+            raise invalid_value(
+                "audio_end_ms",
+                f"{audio_end_ms} ms is past the end of the item's audio ({duration} ms).",
+            )
+        self._audio_ms[item["id"]] = audio_end_ms
+        parts[content_index]["transcript"] = ""
+        self._send(
+            events.event(
+                "conversation.item.truncated",
+                item_id=item["id"],
+                content_index=content_index,
+                audio_end_ms=audio_end_ms,
+            )
+        )
+
     def _find_item(self, data: dict[str, Any]) -> dict[str, Any]:
         if "item_id" not in data:
             raise missing("item_id")
@@ -1205,6 +1250,7 @@ class Call:
         "conversation.item.create": _item_create,
         "conversation.item.retrieve": _item_retrieve,
         "conversation.item.delete": _item_delete,
+        "conversation.item.truncate": _item_truncate,
         "response.create": _response_create,
         "response.cancel": _response_cancel,
         "output_audio_buffer.clear": _output_clear,
