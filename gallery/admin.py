@@ -37,7 +37,8 @@ class ImageAdmin(admin.ModelAdmin):
         "created_at",
     )
     list_display_links = ("thumbnail_preview", "__str__")
-    list_filter = ("status", "provider", "owner")
+    # Owners of images only, not every account on the site.
+    list_filter = ("status", "provider", ("owner", admin.RelatedOnlyFieldListFilter))
     search_fields = ("prompt", "title")
     list_select_related = ("owner", "terminal")
     date_hierarchy = "created_at"
@@ -83,7 +84,8 @@ class ImageAdmin(admin.ModelAdmin):
             str(image),
         )
 
-    @admin.action(description="Regenerate the selected failed images")
+    # Each picture drawn upstream is paid for: viewing images is not enough.
+    @admin.action(description="Regenerate the selected failed images", permissions=["change"])
     def regenerate(self, request: HttpRequest, queryset: QuerySet[Image]) -> None:
         count = skipped = 0
         for image in queryset:

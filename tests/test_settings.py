@@ -244,3 +244,33 @@ def test_redis_url_switches_layer_cache_and_sessions_together() -> None:
         "True",
         "artterminal3.",
     ]
+
+
+def test_hosts_listed_with_spaces_are_each_served() -> None:
+    """ "a.com, b.com" is how people write lists: before, " b.com" matched no request and
+    made a broken CSP source."""
+    probe = (
+        "import django; django.setup(); from django.test import Client; "
+        "from django.conf import settings; from csp.utils import build_policy; "
+        "print(settings.ALLOWED_HOSTS, settings.CSRF_TRUSTED_ORIGINS); "
+        "print(Client().get('/accounts/login/', HTTP_HOST='www.example.com', "
+        "HTTP_X_FORWARDED_PROTO='https').status_code); "
+        "print([p for p in build_policy().split('; ') if p.startswith('connect-src')][0])"
+    )
+    result = _run(
+        ["-c", probe],
+        DJANGO_SETTINGS_MODULE="artterminal.settings",
+        DEBUG="false",
+        SECRET_KEY=secrets.token_urlsafe(60),
+        ALLOWED_HOSTS="art.example.com, www.example.com,",
+        CSRF_TRUSTED_ORIGINS=" https://art.example.com , https://www.example.com",
+    )
+    assert result.returncode == 0, result.stderr
+    listed, status, connect_src = result.stdout.strip().splitlines()
+    assert listed == (
+        "['art.example.com', 'www.example.com'] "
+        "['https://art.example.com', 'https://www.example.com']"
+    )
+    assert status == "200"
+    assert "wss://www.example.com" in connect_src.split()
+    assert "wss://" not in connect_src.split()

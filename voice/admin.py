@@ -119,7 +119,8 @@ class VoiceSessionAdmin(admin.ModelAdmin):
         minutes, rest = divmod(int(seconds), 60)
         return f"{minutes}:{rest:02d}"
 
-    @admin.action(description="End session (hang up the browser)")
+    # Hanging up someone's call changes the session: viewing it is not enough.
+    @admin.action(description="End session (hang up the browser)", permissions=["change"])
     def end_sessions(self, request: HttpRequest, queryset: QuerySet[VoiceSession]) -> None:
         sessions = list(queryset)
         ended = sum(

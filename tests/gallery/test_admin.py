@@ -23,10 +23,10 @@ def staff(make_user: Callable[..., Any]) -> Client:
 
 
 def test_image_list_shows_thumbnails_filters_and_searches(
-    staff: Client, make_image: Callable[..., Image]
+    staff: Client, make_image: Callable[..., Image], make_user: Callable[..., Any]
 ) -> None:
     fox = make_image(prompt="a red fox")
-    make_image(prompt="a grey owl")
+    make_image(prompt="a grey owl", owner=make_user("birder"))
 
     listing = staff.get(reverse("admin:gallery_image_changelist"))
     searched = staff.get(reverse("admin:gallery_image_changelist"), {"q": "fox"})
@@ -146,3 +146,47 @@ def test_terminal_admin_does_not_move_the_picture_behind_the_viewers_backs(
     terminal.refresh_from_db()
     assert terminal.current_image_id == first.pk
     assert terminal.version == 0
+
+
+@pytest.fixture
+def viewing_staff(make_user: Callable[..., Any]) -> Client:
+    """Staff who may look at images but not change them."""
+    from django.contrib.auth.models import Permission
+
+    user = make_user("onlooker", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="view_image"))
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def test_staff_who_may_only_view_cannot_regenerate(
+    viewing_staff: Client, make_image: Callable[..., Image], django_capture_on_commit_callbacks: Any
+) -> None:
+    failed = make_image(prompt="a storm", status=Image.Status.FAILED, error="Busy.")
+    listing = viewing_staff.get(reverse("admin:gallery_image_changelist"))
+    assert listing.status_code == 200
+    assert "regenerate" not in listing.content.decode()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        viewing_staff.post(
+            reverse("admin:gallery_image_changelist"),
+            {"action": "regenerate", "_selected_action": [failed.pk]},
+        )
+
+    failed.refresh_from_db()
+    assert failed.status == Image.Status.FAILED  # each regenerated picture may be paid for
+    assert not DBTaskResult.objects.exists()
+
+
+def test_the_owner_filter_lists_owners_of_images_only(
+    viewing_staff: Client, make_image: Callable[..., Image], make_user: Callable[..., Any]
+) -> None:
+    make_image(prompt="a fox")
+    make_image(prompt="an owl", owner=make_user("birder"))
+    make_user("bystander")  # an account with no images
+
+    html = viewing_staff.get(reverse("admin:gallery_image_changelist")).content.decode()
+
+    assert "By owner" in html and "birder" in html
+    assert "bystander" not in html

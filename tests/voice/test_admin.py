@@ -124,6 +124,22 @@ def test_the_end_action_ends_open_sessions_only(
     assert failed.end_reason.startswith("upstream_auth_failed")
 
 
+def test_staff_who_may_only_view_cannot_end_a_call(
+    make_user: Callable[..., Any], sessions: list[VoiceSession]
+) -> None:
+    from django.contrib.auth.models import Permission
+
+    onlooker = make_user("onlooker", is_staff=True)
+    onlooker.user_permissions.add(Permission.objects.get(codename="view_voicesession"))
+    client = Client()
+    client.force_login(onlooker)
+    assert client.get(LIST_URL).status_code == 200
+
+    client.post(LIST_URL, {"action": "end_sessions", "_selected_action": [sessions[0].pk]})
+
+    assert VoiceSession.objects.get(pk=sessions[0].pk).status == VoiceSession.Status.ACTIVE
+
+
 def test_sessions_cannot_be_added_or_edited(
     staff_client: Client, sessions: list[VoiceSession]
 ) -> None:
