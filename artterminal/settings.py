@@ -199,6 +199,14 @@ ENGINE_API_KEY = env.str("ENGINE_API_KEY", default="")
 # Where this site's server side reaches the built-in engine (it runs in the same Daphne).
 PORT = env.int("PORT", default=8000)
 ENGINE_URL = env.str("ENGINE_URL", default=f"http://127.0.0.1:{PORT}/engine/v1")
+# That request goes straight to Daphne over loopback, not through the proxy: it names
+# the loopback host, and comes without X-Forwarded-Proto. Without these two, production
+# answered it 400 (DisallowedHost) or 301 (to https), and no voice call could start.
+# The loopback name only reaches Daphne from this machine; browsers reach /engine/ over
+# HTTPS through the proxy, which redirects plain HTTP itself.
+# (ALLOWED_HOSTS gains the loopback name at the end, after the CSP is built from the
+# site's public names.)
+SECURE_REDIRECT_EXEMPT = [r"^engine/"]
 ENGINE_MAX_CALLS = env.int("ENGINE_MAX_CALLS", default=16)
 
 # --- Websockets -----------------------------------------------------------------------
@@ -274,3 +282,10 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {"django.channels.server": {"level": "WARNING"}},
 }
+
+# --- The engine's loopback name (see ENGINE_URL) -------------------------------------
+_engine_host = urlsplit(ENGINE_URL).hostname or ""
+if _engine_host in ("127.0.0.1", "localhost", "::1"):
+    _engine_host = f"[{_engine_host}]" if ":" in _engine_host else _engine_host
+    if _engine_host not in ALLOWED_HOSTS and "*" not in ALLOWED_HOSTS:
+        ALLOWED_HOSTS.append(_engine_host)

@@ -268,9 +268,45 @@ def test_hosts_listed_with_spaces_are_each_served() -> None:
     assert result.returncode == 0, result.stderr
     listed, status, connect_src = result.stdout.strip().splitlines()
     assert listed == (
-        "['art.example.com', 'www.example.com'] "
+        # and the engine's loopback name (ENGINE_URL)
+        "['art.example.com', 'www.example.com', '127.0.0.1'] "
         "['https://art.example.com', 'https://www.example.com']"
     )
     assert status == "200"
     assert "wss://www.example.com" in connect_src.split()
     assert "wss://" not in connect_src.split()
+
+
+def test_in_production_the_site_reaches_its_own_engine_over_loopback() -> None:
+    """The deploy guide's settings with the built-in engine: the site's server side
+    mints keys at ENGINE_URL straight from Daphne, with the loopback host and no
+    X-Forwarded-Proto (voice.clients does not follow redirects). Before, that was a 400
+    (DisallowedHost) or, with the host allowed, a 301 to https: no call could start."""
+    mint = (
+        "import django; django.setup(); from django.test import Client; "
+        "from urllib.parse import urlsplit; from django.conf import settings as s; "
+        "url = urlsplit(s.ENGINE_URL); "
+        "site = Client(raise_request_exception=False); "
+        "r = site.post(url.path + '/realtime/client_secrets', {'session': {'type': 'realtime'}}, "
+        "content_type='application/json', HTTP_HOST=url.netloc, "
+        "HTTP_AUTHORIZATION='Bearer ' + s.ENGINE_API_KEY); "
+        "print(r.status_code, sorted(r.json())); "
+        # Everything else still goes to https, and only by the site's own names.
+        "print(site.get('/terminals/', HTTP_HOST='art.example.com').status_code); "
+        "print(site.get('/terminals/', HTTP_HOST='evil.example.com').status_code)"
+    )
+    result = _run(
+        ["-c", mint],
+        DJANGO_SETTINGS_MODULE="artterminal.settings",
+        DEBUG="false",
+        SECRET_KEY=secrets.token_urlsafe(60),
+        ALLOWED_HOSTS="art.example.com",
+        CSRF_TRUSTED_ORIGINS="https://art.example.com",
+        ENGINE_API_KEY="sk-engine-" + secrets.token_urlsafe(32),
+        ENGINE_URL="http://127.0.0.1:8001/engine/v1",
+    )
+    assert result.returncode == 0, result.stderr[-600:]
+    minted, public, foreign = result.stdout.strip().splitlines()
+    assert minted == "200 ['expires_at', 'session', 'value']"
+    assert public == "301"
+    assert foreign == "400"
