@@ -27,3 +27,13 @@ def rate_limit_hit(*, key: str, limit: int, window_seconds: int) -> int | None:
     if count <= limit:
         return None
     return max(1, math.ceil((window + 1) * window_seconds - now))
+
+
+def rate_limit_reached(*, key: str, limit: int, window_seconds: int) -> int | None:
+    """Without counting: the seconds until the window resets when `key` already has
+    `limit` hits in it, else None."""
+    now = time.time()
+    window = int(now // window_seconds)
+    if (cache.get(f"ratelimit:{key}:{window}") or 0) < limit:
+        return None
+    return max(1, math.ceil((window + 1) * window_seconds - now))
