@@ -15,6 +15,7 @@ import contextlib
 import io
 import logging
 import math
+import secrets
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -136,6 +137,13 @@ def _thumbnail(png: bytes) -> bytes:
     return buffer.getvalue()
 
 
+def stored_name(image: Image) -> str:
+    """The name its files are stored under. Media is served without a rights check (by
+    the proxy, in production), so the name carries a random part: a private terminal's
+    pictures cannot be found by counting ids."""
+    return f"image-{image.pk}-{secrets.token_urlsafe(16)}"
+
+
 def _image_finish(*, image: Image, generated: GeneratedImage) -> Image | None:
     thumbnail = _thumbnail(generated.png)
     with transaction.atomic():
@@ -147,8 +155,9 @@ def _image_finish(*, image: Image, generated: GeneratedImage) -> Image | None:
         ):
             return None  # failed or handed on while we drew: that outcome stands
         try:
-            locked.file.save(f"image-{locked.pk}.png", ContentFile(generated.png), save=False)
-            locked.thumbnail.save(f"image-{locked.pk}.webp", ContentFile(thumbnail), save=False)
+            name = stored_name(locked)
+            locked.file.save(f"{name}.png", ContentFile(generated.png), save=False)
+            locked.thumbnail.save(f"{name}.webp", ContentFile(thumbnail), save=False)
             locked.width, locked.height = generated.width, generated.height
             locked.title = generated.title[:120]
             locked.description = generated.description

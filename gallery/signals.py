@@ -1,4 +1,5 @@
-"""Rights changes reach the sockets that depend on them.
+"""Rights changes reach the sockets that depend on them; a deleted image leaves the
+terminals that showed it, and its files.
 
 Terminal sockets cache their rights (watch, control) instead of asking the database on
 every broadcast. These receivers tell them, after commit, when those rights may have
@@ -10,14 +11,18 @@ bypass signals (`QuerySet.update`) are caught by each socket's periodic re-check
 
 from __future__ import annotations
 
+import logging
+from functools import partial
 from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.db import transaction
-from django.db.models.signals import post_delete, post_save, pre_save
+from django.db.models.signals import post_delete, post_save, pre_delete, pre_save
 
-from gallery import broadcast
-from gallery.models import Terminal, TerminalMembership
+from gallery import broadcast, selectors
+from gallery.models import Image, Terminal, TerminalMembership
+
+logger = logging.getLogger(__name__)
 
 # Terminal fields that decide who may watch or drive it.
 TERMINAL_ACCESS_FIELDS = ("is_public", "owner_id")
@@ -76,12 +81,51 @@ def user_access_after_save(sender: Any, instance: Any, **kwargs: Any) -> None:
         transaction.on_commit(lambda: broadcast.user_access_changed(user_id=user_id))
 
 
+def image_deleted(sender: Any, instance: Image, **kwargs: Any) -> None:
+    """An image deleted (in the admin, or with its owner): a terminal that showed it
+    moves on to a neighbour and tells its viewers, as a navigation does; its files go
+    too, once the delete is committed, so the proxy stops serving them."""
+    for terminal in Terminal.objects.select_for_update().filter(
+        pk__in=getattr(instance, "_shown_on", ())
+    ):
+        terminal.current_image = (
+            selectors.terminal_images(terminal=terminal).filter(id__gt=instance.pk).first()
+            or selectors.terminal_images(terminal=terminal).filter(id__lt=instance.pk).last()
+        )
+        terminal.version += 1
+        terminal.save(update_fields=["current_image", "version"])
+        state = selectors.terminal_state(terminal=terminal)
+        transaction.on_commit(
+            partial(broadcast.terminal_state, terminal_id=terminal.pk, state=state)
+        )
+    files = [stored for stored in (instance.file, instance.thumbnail) if stored]
+    if files:
+        transaction.on_commit(lambda: _files_delete(files))
+
+
+def image_deleting(sender: Any, instance: Image, **kwargs: Any) -> None:
+    # Read before the delete nulls them (Terminal.current_image is SET_NULL).
+    instance._shown_on = list(  # type: ignore[attr-defined]
+        Terminal.objects.filter(current_image=instance).values_list("pk", flat=True)
+    )
+
+
+def _files_delete(files: list[Any]) -> None:
+    for stored in files:
+        try:
+            stored.storage.delete(stored.name)
+        except OSError:
+            logger.warning("Deleting %s failed; it stays on disk", stored.name)
+
+
 def connect_signals() -> None:
     """Called once from the app's `ready`."""
     user_model = get_user_model()
     pre_save.connect(terminal_access_before_save, sender=Terminal, dispatch_uid="access-t-pre")
     post_save.connect(terminal_access_after_save, sender=Terminal, dispatch_uid="access-t-post")
     post_delete.connect(terminal_deleted, sender=Terminal, dispatch_uid="access-t-delete")
+    pre_delete.connect(image_deleting, sender=Image, dispatch_uid="image-deleting")
+    post_delete.connect(image_deleted, sender=Image, dispatch_uid="image-deleted")
     post_save.connect(membership_changed, sender=TerminalMembership, dispatch_uid="access-m-save")
     post_delete.connect(
         membership_changed, sender=TerminalMembership, dispatch_uid="access-m-delete"

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 from django.test import Client
 from django.urls import reverse
 from django_tasks_db.models import DBTaskResult
 
+from artterminal.groups import terminal_group_name
 from gallery.models import Image, Terminal
 
 pytestmark = pytest.mark.django_db
@@ -190,3 +196,62 @@ def test_the_owner_filter_lists_owners_of_images_only(
 
     assert "By owner" in html and "birder" in html
     assert "bystander" not in html
+
+
+def test_deleting_an_image_takes_its_files_down(
+    staff: Client, make_image: Callable[..., Image], django_capture_on_commit_callbacks: Any
+) -> None:
+    image = make_image(prompt="something that must come down")
+    files = [Path(image.file.path), Path(image.thumbnail.path)]
+    assert all(path.is_file() for path in files)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = staff.post(
+            reverse("admin:gallery_image_delete", args=[image.pk]), {"post": "yes"}
+        )
+
+    assert response.status_code == 302
+    # The proxy serves whatever is in MEDIA_ROOT: a picture taken down must leave it.
+    assert [path for path in files if path.exists()] == []
+
+
+def test_deleting_the_picture_a_terminal_shows_moves_it_on_and_tells_its_viewers(
+    staff: Client, make_terminal: Callable[..., Terminal], django_capture_on_commit_callbacks: Any
+) -> None:
+    terminal = make_terminal(slug="lobby", images=3)
+    first, second, third = Image.objects.filter(terminal=terminal).order_by("id")
+    Terminal.objects.filter(pk=terminal.pk).update(current_image=second, version=4)
+    heard = _listening(terminal)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        staff.post(reverse("admin:gallery_image_delete", args=[second.pk]), {"post": "yes"})
+    terminal.refresh_from_db()
+    assert (terminal.current_image_id, terminal.version) == (third.pk, 5)
+    [state] = heard()
+    assert (state["version"], json.loads(state["state"])["image"]["id"]) == (5, third.pk)
+
+    # The last one steps back; with none left, the terminal shows nothing.
+    for image, shown in ((third, first.pk), (first, None)):
+        with django_capture_on_commit_callbacks(execute=True):
+            staff.post(reverse("admin:gallery_image_delete", args=[image.pk]), {"post": "yes"})
+        terminal.refresh_from_db()
+        assert terminal.current_image_id == shown
+    assert terminal.version == 7
+    assert [state["version"] for state in heard()] == [6, 7]
+
+
+def _listening(terminal: Terminal) -> Callable[[], list[dict[str, Any]]]:
+    """Joins the terminal's group on the in-memory layer; returns a drain of its states."""
+    layer = get_channel_layer()
+    channel = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)(terminal_group_name(terminal.pk), channel)
+
+    async def drain() -> list[dict[str, Any]]:
+        heard = []
+        while True:
+            try:
+                heard.append(await asyncio.wait_for(layer.receive(channel), 0.05))
+            except TimeoutError:
+                return [message for message in heard if message["type"] == "terminal.state"]
+
+    return async_to_sync(drain)

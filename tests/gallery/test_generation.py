@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -570,7 +571,7 @@ def test_a_picture_that_cannot_be_stored_fails_the_image_and_leaves_no_file(
     image.refresh_from_db()
     # Before, it stayed "generating" for the reaper to draw again, up to three times.
     assert (image.status, image.error) == (Image.Status.FAILED, generation.STORE_FAILURE)
-    assert not list(Path(settings.MEDIA_ROOT).rglob(f"image-{image.pk}.*"))
+    assert not list(Path(settings.MEDIA_ROOT).rglob(f"image-{image.pk}-*"))
 
 
 def test_a_lost_job_is_found_behind_a_long_backlog(owner: Any, settings: Any) -> None:
@@ -588,3 +589,18 @@ def test_a_lost_job_is_found_behind_a_long_backlog(owner: Any, settings: Any) ->
     assert [image.pk for image in generation.image_requeue_stale()] == [lost.pk]
     lost.refresh_from_db()
     assert lost.status == Image.Status.QUEUED
+
+
+def test_stored_pictures_cannot_be_found_by_counting_ids(owner: Any) -> None:
+    """Media is served without a rights check (by the proxy in production): the names of
+    a private terminal's pictures must not follow from their ids."""
+    names = []
+    for _ in range(2):
+        image = queued_image(owner)
+        generation.image_render(image_id=image.pk)
+        image.refresh_from_db()
+        png, webp = Path(str(image.file.name)), Path(str(image.thumbnail.name))
+        assert re.fullmatch(rf"image-{image.pk}-[\w-]{{22}}", png.stem), png
+        assert webp.stem == png.stem
+        names.append(png.stem.removeprefix(f"image-{image.pk}-"))
+    assert names[0] != names[1]
