@@ -7,13 +7,15 @@ from typing import Any
 
 import pytest
 from django.contrib.auth import authenticate, get_user_model
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 
 from gallery.models import Image, Terminal
 
 
 @pytest.fixture(autouse=True)
-def small_images(settings: Any) -> None:
+def development(settings: Any) -> None:
+    """As `make run` runs it: DEBUG on (its .env), small pictures to keep the test quick."""
+    settings.DEBUG = True
     settings.IMAGE_SIZE = 96
 
 
@@ -62,3 +64,51 @@ def test_seed_demo_is_idempotent_and_only_redraws_what_is_missing(db: None, caps
 
     call_command("seed_demo")
     assert "(0 new)" in capsys.readouterr().out
+
+
+def test_seed_demo_redraws_pictures_whose_files_are_gone(db: None, capsys: Any) -> None:
+    call_command("seed_demo")
+    lobby = Terminal.objects.get(slug="lobby")
+    lost = lobby.images.order_by("id").first()
+    assert lost is not None
+    Path(lost.file.path).unlink()  # a media folder wiped, the database kept
+
+    call_command("seed_demo")
+
+    assert "(1 new)" in capsys.readouterr().out.splitlines()[-1]
+    lost.refresh_from_db()
+    assert Path(lost.file.path).is_file()
+
+
+def test_seed_demo_leaves_a_demo_account_staff_locked_down(
+    db: None, capsys: Any, make_user: Any
+) -> None:
+    call_command("seed_demo")
+    user = get_user_model().objects.get(username="demo")
+    user.is_active = False
+    user.save()
+
+    call_command("seed_demo")
+
+    user.refresh_from_db()
+    assert not user.is_active
+    assert "left as it is" in capsys.readouterr().err
+
+
+def test_seed_demo_never_makes_a_signed_up_demo_account_a_superuser(
+    db: None, make_user: Any
+) -> None:
+    make_user("demo", password="their-own-long-password")
+
+    call_command("seed_demo")
+
+    user = get_user_model().objects.get(username="demo")
+    assert not user.is_staff and not user.is_superuser
+    assert user.check_password("their-own-long-password")
+
+
+def test_seed_demo_refuses_with_debug_off(db: None, settings: Any) -> None:
+    settings.DEBUG = False
+    with pytest.raises(CommandError, match="runs only with DEBUG on"):
+        call_command("seed_demo")
+    assert not get_user_model().objects.filter(username="demo").exists()

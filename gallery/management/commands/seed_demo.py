@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from gallery import generation
@@ -31,10 +32,16 @@ class Command(BaseCommand):
     help = (
         "Create the demo login (demo / demo-gallery-2026, a staff superuser so the admin "
         "can be shown — for demos only) and the public Lobby terminal with generated "
-        "pictures. Safe to run again: it only adds what is missing."
+        "pictures. Safe to run again: it only adds what is missing. Development only "
+        "(DEBUG on): the login is published."
     )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if not settings.DEBUG:
+            raise CommandError(
+                "seed_demo makes a superuser whose password is published: it runs only "
+                "with DEBUG on (make run writes a .env that turns it on)."
+            )
         user = self._demo_user()
         terminal, _ = Terminal.objects.get_or_create(
             slug=LOBBY_SLUG, defaults={"name": "Lobby", "owner": user, "is_public": True}
@@ -42,7 +49,7 @@ class Command(BaseCommand):
         made = 0
         for prompt, style, seed in DEMO_IMAGES:
             image = Image.objects.filter(terminal=terminal, prompt=prompt, style=style).first()
-            if image is not None and image.status == Image.Status.READY:
+            if image is not None and image.status == Image.Status.READY and _stored(image):
                 continue
             if image is None:
                 image = Image.objects.create(
@@ -67,15 +74,34 @@ class Command(BaseCommand):
             f"Demo login: {DEMO_USERNAME} / {DEMO_PASSWORD}"
         )
 
-    @staticmethod
-    def _demo_user() -> Any:
+    def _demo_user(self) -> Any:
+        """The demo login, made if missing. One that exists keeps what staff made of it:
+        deactivated or stripped of its rights, it stays so (and an account that took the
+        name by signing up is never made a superuser); only a live demo superuser whose
+        password was changed gets the published one back, so the printed login works."""
         user_model = get_user_model()
         with transaction.atomic():
-            user, created = user_model.objects.get_or_create(username=DEMO_USERNAME)
-            if created or not user.check_password(DEMO_PASSWORD):
+            user, created = user_model.objects.select_for_update().get_or_create(
+                username=DEMO_USERNAME,
+                defaults={"is_staff": True, "is_superuser": True, "is_active": True},
+            )
+            if created:
                 user.set_password(DEMO_PASSWORD)
-            user.is_staff = True
-            user.is_superuser = True
-            user.is_active = True
-            user.save()
+                user.save()
+            elif not (user.is_active and user.is_superuser):
+                self.stderr.write(
+                    f"The account “{DEMO_USERNAME}” is not the live demo superuser "
+                    "(deactivated, or without its rights): left as it is."
+                )
+            elif not user.check_password(DEMO_PASSWORD):
+                user.set_password(DEMO_PASSWORD)
+                user.save(update_fields=["password"])
         return user
+
+
+def _stored(image: Image) -> bool:
+    """Whether both files of a ready picture are still in storage."""
+    return all(
+        stored.name and stored.storage.exists(stored.name)
+        for stored in (image.file, image.thumbnail)
+    )
