@@ -116,6 +116,10 @@ class TerminalMembershipInline(admin.TabularInline):
     raw_id_fields = ("user",)
     fields = ("user", "role")
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[TerminalMembership]:
+        # Each row prints its membership ("user · terminal (role)"): both in the one query.
+        return super().get_queryset(request).select_related("user", "terminal")
+
 
 @admin.register(Terminal)
 class TerminalAdmin(admin.ModelAdmin):

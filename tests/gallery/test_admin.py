@@ -255,3 +255,29 @@ def _listening(terminal: Terminal) -> Callable[[], list[dict[str, Any]]]:
                 return [message for message in heard if message["type"] == "terminal.state"]
 
     return async_to_sync(drain)
+
+
+def test_a_terminals_page_reads_its_members_without_a_query_each(
+    staff: Client,
+    make_terminal: Callable[..., Terminal],
+    make_user: Callable[..., Any],
+    add_member: Callable[..., Any],
+) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    terminal = make_terminal(slug="lobby", images=1)
+    url = reverse("admin:gallery_terminal_change", args=[terminal.pk])
+
+    def queries() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            assert staff.get(url).status_code == 200
+        return len(captured)
+
+    add_member(terminal, make_user("m0"))
+    one = queries()
+    for number in range(1, 30):
+        add_member(terminal, make_user(f"m{number}"))
+    # Django's raw-id widget still looks each member's name up (one query a row); the
+    # rows themselves no longer add two more each.
+    assert queries() - one <= 29
