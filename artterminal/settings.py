@@ -6,6 +6,7 @@ to PostgreSQL and Redis.
 """
 
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import environ
@@ -14,7 +15,26 @@ from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-env = environ.Env()
+
+class _Env(environ.Env):
+    """django-environ, naming the variable when its value is not what it should be:
+    "PORT=abc" stops the site with "PORT: invalid literal for int()…", not a bare
+    ValueError from somewhere in the settings."""
+
+    def get_value(
+        self,
+        var: str,
+        cast: Any = None,
+        default: Any = environ.Env.NOTSET,
+        parse_default: bool = False,
+    ) -> Any:
+        try:
+            return super().get_value(var, cast=cast, default=default, parse_default=parse_default)
+        except ValueError as error:
+            raise ImproperlyConfigured(f"{var}: {error}") from None
+
+
+env = _Env()
 # A developer's .env (written by `make run`); real deployments set the environment.
 env.read_env(BASE_DIR / ".env", overwrite=False)
 

@@ -310,3 +310,21 @@ def test_in_production_the_site_reaches_its_own_engine_over_loopback() -> None:
     assert minted == "200 ['expires_at', 'session', 'value']"
     assert public == "301"
     assert foreign == "400"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"), [("PORT", "eight thousand"), ("IMAGES_PER_HOUR", "1.5")]
+)
+def test_a_malformed_setting_is_named_when_the_site_refuses_to_start(
+    variable: str, value: str
+) -> None:
+    result = _run(
+        ["-c", "import django; django.setup()"],
+        DJANGO_SETTINGS_MODULE="artterminal.settings",
+        DEBUG="true",
+        **{variable: value},
+    )
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"django.core.exceptions.ImproperlyConfigured: {variable}: "), last
+    assert repr(value) in last
