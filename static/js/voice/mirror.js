@@ -16,6 +16,12 @@ const CONNECT_TIMEOUT_MS = 10000;
 // backoff afresh. Not every open: the server accepts a socket it cannot serve yet
 // (its database or channel layer down) only to say so and close it.
 const STABLE_MS = 10000;
+// After an outage the backlog can be more than the server takes at once (its
+// VOICE_MIRROR_MESSAGE_BURST, 500, then VOICE_MIRROR_MESSAGES_PER_SECOND, 100; past
+// them it ends the call): resends go out in slices, 80 a second, and events sent
+// meanwhile queue behind them, so the server still gets everything in order.
+const RESEND_SLICE = 200;
+const RESEND_PAUSE_MS = 2500;
 
 export function mirrorable(event) {
   return Boolean(event && typeof event.type === "string" && !UNMIRRORED_TYPES.has(event.type));
@@ -47,6 +53,9 @@ export class Mirror {
     this.openedAt = 0;
     this.resendAttempt = 0;
     this.resendTimer = null;
+    this.written = 0; // the highest seq written, in order, on the current socket
+    this.pacer = null;
+    this.lastError = "";
     this.closing = false;
     this.retireTimer = null;
     this._open();
@@ -61,13 +70,33 @@ export class Mirror {
     this.seq += 1;
     const message = { type: "mirror.event", seq: this.seq, direction, event };
     this.pending.set(this.seq, message);
-    this._write(message);
+    if (this.pacer === null) this._flush(); // nothing waits ahead of it: it goes now
   }
 
-  _write(message) {
-    if (this.socket && this.socket.readyState === WebSocket.OPEN) {
-      this.socket.send(JSON.stringify(message));
+  // Writes what waits after `written`, in order, at most a slice now and the rest
+  // slice by slice.
+  _flush() {
+    clearTimeout(this.pacer);
+    this.pacer = null;
+    const socket = this.socket;
+    if (!socket || socket.readyState !== WebSocket.OPEN) return;
+    let sent = 0;
+    for (const [seq, message] of this.pending) {
+      if (seq <= this.written) continue;
+      if (sent === RESEND_SLICE) {
+        this.pacer = setTimeout(() => this._flush(), RESEND_PAUSE_MS);
+        return;
+      }
+      socket.send(JSON.stringify(message));
+      this.written = seq;
+      sent += 1;
     }
+  }
+
+  // Everything unacknowledged goes again, from the start.
+  _resendAll() {
+    this.written = 0;
+    this._flush();
   }
 
   _open() {
@@ -80,8 +109,9 @@ export class Mirror {
       clearTimeout(connectTimer);
       if (socket !== this.socket) return;
       this.openedAt = Date.now();
+      this.lastError = "";
       this.onState("open");
-      for (const message of this.pending.values()) this._write(message);
+      this._resendAll();
       this._maybeFinishRetirement();
     };
     socket.onmessage = (message) => {
@@ -100,6 +130,7 @@ export class Mirror {
         this._maybeFinishRetirement();
         return;
       }
+      if (data.type === "error") this.lastError = String(data.code || "");
       // An event the server refused will be refused again: resending it cannot help.
       if (data.type === "error" && Number.isInteger(data.seq)) {
         this.pending.delete(data.seq);
@@ -117,12 +148,17 @@ export class Mirror {
       clearTimeout(connectTimer);
       if (socket !== this.socket) return;
       this.socket = null;
+      clearTimeout(this.pacer);
+      this.pacer = null;
       if (this.openedAt && Date.now() - this.openedAt >= STABLE_MS) this.attempt = 0;
       this.openedAt = 0;
       if (this.closing && this.pending.size === 0) return;
-      // 4xxx close codes are the server refusing this session (ended, not yours):
-      // reconnecting cannot help.
-      if (event.code >= 4000 && event.code < 5000) {
+      // Too many sockets of this user: the session stays open for one that fits (a
+      // tab closed elsewhere), so this one tries again, later and later.
+      const crowded = event.code === 4429 && this.lastError === "too_many_sockets";
+      // Other 4xxx close codes are the server refusing this session (ended, not
+      // yours): reconnecting cannot help.
+      if (event.code >= 4000 && event.code < 5000 && !crowded) {
         this.onState("failed", event.reason || "");
         this.closing = true;
         return;
@@ -151,7 +187,7 @@ export class Mirror {
     this.resendTimer = setTimeout(() => {
       this.resendTimer = null;
       // A socket that closed meanwhile resends everything when it opens again.
-      for (const message of this.pending.values()) this._write(message);
+      this._resendAll();
     }, delay);
   }
 
@@ -173,6 +209,8 @@ export class Mirror {
     clearTimeout(this.retireTimer);
     clearTimeout(this.resendTimer);
     this.resendTimer = null;
+    clearTimeout(this.pacer);
+    this.pacer = null;
     const socket = this.socket;
     this.socket = null;
     this.pending.clear();
