@@ -31,6 +31,8 @@ const el = {
   strip: document.getElementById("terminal-strip"),
   notice: document.getElementById("terminal-notice"),
   jobs: document.getElementById("terminal-jobs"),
+  jobsTitle: document.getElementById("jobs-title"),
+  jobsAnnounce: document.getElementById("terminal-jobs-announce"),
   jobsEmpty: document.getElementById("terminal-jobs-empty"),
 };
 
@@ -197,12 +199,26 @@ function renderJobsEmpty() {
 }
 
 function removeJob(item) {
+  // A keyboard user on its Dismiss button or its link would otherwise be dropped to
+  // the top of the page: the next job takes the focus, or the section's title.
+  const hadFocus = item.contains(document.activeElement);
+  const next = item.nextElementSibling || item.previousElementSibling;
   item.remove();
   renderJobsEmpty();
+  if (hadFocus) (next?.querySelector("a, button") || el.jobsTitle).focus();
 }
 
-function renderJob(image) {
+const JOB_NEWS = {
+  queued: (text) => `Queued: ${text}.`,
+  ready: (text) => `Ready: ${text}.`,
+  failed: (text) => `Could not make ${text}.`,
+};
+
+function renderJob(image, { quiet = false } = {}) {
   const item = jobItem(image.id);
+  // Said once when a job starts and when it ends, not at every step of its progress.
+  const news = !quiet && item.dataset.status !== image.status && JOB_NEWS[image.status];
+  if (news) el.jobsAnnounce.textContent = news(`“${shortPrompt(image)}”`);
   item.dataset.status = image.status;
   const label = document.createElement("span");
   label.className = "job__label";
@@ -381,5 +397,7 @@ const initial = JSON.parse(document.getElementById("terminal-state").textContent
 applyState(initial);
 firstStateAfterOpen = true;
 // Pictures already being made when the page opened; the socket reports their progress.
-for (const job of JSON.parse(document.getElementById("terminal-jobs-now").textContent)) renderJob(job);
+for (const job of JSON.parse(document.getElementById("terminal-jobs-now").textContent)) {
+  renderJob(job, { quiet: true });
+}
 connect();

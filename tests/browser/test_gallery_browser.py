@@ -3,6 +3,7 @@ through the database, and the terminal whose viewers see it queued."""
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 from collections.abc import Callable
@@ -54,6 +55,11 @@ def test_created_picture_is_followed_from_queued_to_failed_and_seen_by_viewers(
     expect(late.locator(f'[data-job-id="{image_id}"]')).to_contain_text(
         "Queued “a lighthouse on a cliff in a storm” 0%"
     )
+    # Read out once as it starts (the list itself is not live: progress rewrites it);
+    # a page that opens on it says nothing.
+    news = viewer.locator("#terminal-jobs-announce")
+    expect(news).to_have_text("Queued: “a lighthouse on a cliff in a storm”.")
+    expect(late.locator("#terminal-jobs-announce")).to_have_text("")
 
     with sqlite3.connect(live_site.database, timeout=20) as connection:
         connection.execute(
@@ -140,3 +146,40 @@ def test_image_page_says_when_it_cannot_hear_the_server(
     maker.unroute("**/status/")
     expect(status).not_to_contain_text("Connection lost", timeout=15_000)
     expect(status).to_contain_text("Queued")
+
+
+def test_a_failed_job_is_read_out_once_and_dismissed_from_the_keyboard(
+    live_site: LiveSite, new_page: Callable[..., Any]
+) -> None:
+    terminal = live_site.seed_terminal("kiln", images=1)
+    viewer = new_page()
+    sockets: list[Any] = []
+
+    def relay(socket: Any) -> None:
+        socket.connect_to_server()  # the real server, plus what the test adds
+        sockets.append(socket)
+
+    viewer.route_web_socket(f"**/ws/terminals/{terminal.slug}/", relay)
+    viewer.goto(terminal.path)
+    expect(viewer.locator("#terminal")).to_have_attribute("data-connection", "open")
+    news = viewer.locator("#terminal-jobs-announce")
+    job = {"id": 999_001, "status": "queued", "progress": 0, "prompt": "a vase", "title": ""}
+
+    def progress(**changes: Any) -> None:
+        sockets[-1].send(json.dumps({"type": "image.progress", "image": {**job, **changes}}))
+
+    progress()
+    expect(news).to_have_text("Queued: “a vase”.")
+    for percent in (20, 40, 60):  # progress is not read out
+        progress(status="generating", progress=percent)
+    expect(viewer.locator('[data-job-id="999001"]')).to_contain_text("60%")
+    expect(news).to_have_text("Queued: “a vase”.")
+    progress(status="failed", error="The kiln cracked.")
+    expect(news).to_have_text("Could not make “a vase”.")
+
+    dismiss = viewer.get_by_role("button", name="Dismiss")
+    dismiss.focus()
+    viewer.keyboard.press("Enter")
+    expect(viewer.locator('[data-job-id="999001"]')).to_have_count(0)
+    # Not dropped to the top of the page: the focus stays in the section.
+    expect(viewer.locator("#jobs-title")).to_be_focused()

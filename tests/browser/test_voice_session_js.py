@@ -84,3 +84,71 @@ def test_malformed_tool_results_are_ignored_and_do_not_block_the_real_one(
     result = page.evaluate(DRIVE_SESSION, [malformed, tool_result("call_c")])
 
     assert len(outputs_for(result["sent"], "call_c")) == 1
+
+
+def test_a_streaming_answer_is_read_out_once_whole_not_word_by_word(
+    live_site: Any, new_page: Callable[..., Any]
+) -> None:
+    terminal = live_site.seed_terminal("read-aloud", images=1)
+    page = new_page("controller")
+    page.goto(terminal.path)
+    panel = page.locator("[data-voice-panel]")
+    announcer = panel.locator("[data-voice-announce]")
+    transcript = panel.locator("[data-transcript]")
+    # The list is no live region: a screen reader would read every fragment of it.
+    assert transcript.get_attribute("aria-live") is None
+    assert announcer.get_attribute("aria-live") == "polite"
+
+    page.evaluate(
+        """() => {
+          const ui = document.querySelector("[data-voice-panel]").voiceSession.ui;
+          for (const delta of ["Now ", "showing ", "the fox."]) {
+            ui.transcript({ role: "assistant", key: "item_1", text: delta, append: true });
+          }
+        }"""
+    )
+    assert announcer.text_content() == ""
+    assert transcript.locator(".voice-line__text").text_content() == "Now showing the fox."
+
+    page.evaluate(
+        """() => document.querySelector("[data-voice-panel]").voiceSession.ui.transcript({
+          role: "assistant", key: "item_1", text: "Now showing the fox.", final: true,
+        })"""
+    )
+    assert announcer.text_content() == "Assistant: Now showing the fox."
+    page.evaluate(
+        """() => document.querySelector("[data-voice-panel]").voiceSession.ui.notice(
+          "tool-failed", "There is no picture before the first.")"""
+    )
+    assert announcer.text_content() == "Failed: There is no picture before the first."
+
+
+def test_typed_commands_waiting_for_a_call_that_never_came_are_said_unsent(
+    new_page: Callable[..., Any],
+) -> None:
+    page = new_page()
+    page.goto("/terminals/")
+    notices = page.evaluate(
+        """async () => {
+          const { VoiceSession } = await import("/static/js/voice/session.js");
+          const notices = [];
+          const ui = {
+            status() {}, active() {}, microphone() {}, transcript() {},
+            notice(kind, text) { notices.push({ kind, text }); },
+          };
+          const session = new VoiceSession({
+            tokenUrl: "/api/realtime/", terminal: "lobby", csrfToken: "", audioElement: null, ui,
+          });
+          session.start = () => { session.active = true; };  // a call still being placed
+          session.sendText("show the next picture");
+          session.sendText("describe it");
+          session._fail(new Error("the microphone went away"));
+          session.sendText("hello");  // a later start, stopped by hand
+          session.stop();
+          return notices;
+        }"""
+    )
+    assert notices == [
+        {"kind": "info", "text": "Your 2 typed commands were not sent."},
+        {"kind": "info", "text": "Your typed command was not sent."},
+    ]

@@ -29,8 +29,14 @@ function mountPanel(root) {
   const form = root.querySelector("[data-voice-compose]");
   const input = form.querySelector("input[name='text']");
   const audio = root.querySelector("[data-voice-audio]");
+  const announcer = root.querySelector("[data-voice-announce]");
   const meter = new LevelMeter(root.querySelector("[data-voice-meter]"));
   const lines = new Map();
+
+  // Reads a finished line out once, whole (the transcript itself is not live).
+  function announce(text) {
+    announcer.textContent = text;
+  }
 
   function addLine(role, who, text, variant = "") {
     const item = document.createElement("li");
@@ -76,7 +82,7 @@ function mountPanel(root) {
       if (stream) meter.start(stream);
       else meter.stop();
     },
-    transcript({ role, key, text, append = false, typed = false }) {
+    transcript({ role, key, text, append = false, final = false, typed = false }) {
       const keyed = key ? `${role}:${key}` : null;
       let line = keyed ? lines.get(keyed) : null;
       if (!line) {
@@ -87,9 +93,15 @@ function mountPanel(root) {
       const body = line.querySelector(".voice-line__text");
       body.textContent = append ? body.textContent + text : text;
       transcript.scrollTop = transcript.scrollHeight;
+      if (final && body.textContent) {
+        announce(`${line.querySelector(".voice-line__who").textContent}: ${body.textContent}`);
+      }
     },
     notice(kind, text) {
-      if (text) addLine("notice", NOTICE_LABEL[kind] || "Note", text, kind);
+      if (!text) return;
+      const label = NOTICE_LABEL[kind] || "Note";
+      addLine("notice", label, text, kind);
+      announce(`${label}: ${text}`);
     },
   };
 

@@ -373,6 +373,17 @@ export class VoiceSession {
   }
 
   _shutdown() {
+    // Typed commands still waiting for the call were shown in the transcript as said:
+    // say they were not sent, so nobody waits for an answer to them.
+    if (this.queue.length) {
+      const count = this.queue.length;
+      this.ui.notice(
+        "info",
+        count === 1
+          ? "Your typed command was not sent."
+          : `Your ${count} typed commands were not sent.`,
+      );
+    }
     this.generation += 1;
     this.active = false;
     this.wantMuted = false; // the panel shows "Mute" again (ui.active(false))
