@@ -8,6 +8,7 @@ are API endpoints authenticated by bearer keys, hence CSRF-exempt.
 
 from __future__ import annotations
 
+import hmac
 import json
 from collections.abc import Awaitable, Callable
 
@@ -175,7 +176,9 @@ async def hangup(request: HttpRequest, call_id: str) -> HttpResponse:
         token = secrets.bearer_token(request.headers.get("Authorization"))
         call = registry.get(call_id)
         allowed = secrets.server_key_matches(token) or (
-            call is not None and call.client_secret is not None and call.client_secret == token
+            call is not None
+            and call.client_secret is not None
+            and hmac.compare_digest(call.client_secret.encode(), token.encode())
         )
         if not allowed:
             raise unauthorized("Incorrect API key provided for this call.")
