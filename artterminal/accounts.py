@@ -3,7 +3,6 @@ failed logins throttled per username (here and on the admin's login page)."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from django.conf import settings
@@ -17,7 +16,7 @@ from django.shortcuts import redirect, render
 from django.urls import include, path
 from django.views.decorators.http import require_http_methods
 
-from artterminal.ratelimit import rate_limit_hit, rate_limit_reached
+from artterminal.ratelimit import minutes_text, rate_limit_hit, rate_limit_reached
 
 
 class _LoginThrottle:
@@ -34,10 +33,9 @@ class _LoginThrottle:
         key = f"login-failures:{username}"
         wait = rate_limit_reached(key=key, limit=limit, window_seconds=window)
         if wait is not None:
-            minutes = math.ceil(wait / 60)
             raise ValidationError(
                 "Too many failed attempts to log in as this user. "
-                f"Try again in {minutes} minute{'s' if minutes != 1 else ''}.",
+                f"Try again in {minutes_text(wait)}.",
                 code="throttled",
             )
         try:

@@ -24,7 +24,8 @@ CHUNK_BYTES = 64 * 1024
 
 
 class AnswerTooLarge(Exception):
-    """The body is longer than the caller accepts; the connection was closed unread."""
+    """A 200 answer's body is longer than the caller accepts; the connection was
+    closed unread."""
 
 
 class AnswerTooSlow(Exception):
@@ -36,12 +37,12 @@ def answer_read(response: requests.Response, *, max_bytes: int, deadline: float)
 
     The deadline is checked between reads, each bounded by the request's read timeout,
     so the wait is at most the deadline plus one read timeout. requests' own errors (a
-    connection cut mid-body) pass through.
+    connection cut mid-body) pass through. An error's body only explains its status,
+    which says enough: one past `max_bytes` is dropped (b"") rather than refused.
     """
     declared = response.headers.get("Content-Length", "")
     if declared.isdigit() and int(declared) > max_bytes:
-        response.close()
-        raise AnswerTooLarge(declared)
+        return _too_large(response, declared)
     body = bytearray()
     try:
         # read1, not iter_content: urllib3's read(n) waits until n bytes have come, so a
@@ -49,7 +50,7 @@ def answer_read(response: requests.Response, *, max_bytes: int, deadline: float)
         while chunk := response.raw.read1(CHUNK_BYTES, decode_content=True):
             body += chunk
             if len(body) > max_bytes:
-                raise AnswerTooLarge(len(body))
+                return _too_large(response, len(body))
             if time.monotonic() > deadline:
                 raise AnswerTooSlow(len(body))
     except urllib3.exceptions.HTTPError as error:
@@ -61,6 +62,13 @@ def answer_read(response: requests.Response, *, max_bytes: int, deadline: float)
         response.close()
         raise
     return bytes(body)
+
+
+def _too_large(response: requests.Response, size: int | str) -> bytes:
+    response.close()
+    if response.status_code == 200:
+        raise AnswerTooLarge(size)
+    return b""
 
 
 def json_parse(body: bytes) -> Any:

@@ -3,14 +3,13 @@ so no viewer ever sees state that could still roll back."""
 
 from __future__ import annotations
 
-import math
 import random
 from typing import Any, Literal
 
 from django.conf import settings
 from django.db import transaction
 
-from artterminal.ratelimit import rate_limit_hit
+from artterminal.ratelimit import minutes_text, rate_limit_hit
 from gallery import broadcast, selectors
 from gallery.models import Image, Terminal
 
@@ -220,11 +219,9 @@ def _image_allowance_take(owner: Any) -> None:
         return
     wait = rate_limit_hit(key=f"images:{owner.pk}", limit=limit, window_seconds=3600)
     if wait is not None:
-        minutes = math.ceil(wait / 60)
         raise RateLimited(
             f"You have asked for {limit} picture{'s' if limit != 1 else ''} this hour, "
-            "the most allowed. "
-            f"Try again in {minutes} minute{'s' if minutes != 1 else ''}.",
+            f"the most allowed. Try again in {minutes_text(wait)}.",
             retry_after=wait,
         )
 

@@ -241,9 +241,7 @@ def _post(*, url: str, body: dict[str, Any], api_key: str) -> _Answer:
     except upstream_http.AnswerTooSlow:
         raise _timed_out() from None
     except upstream_http.AnswerTooLarge:
-        if response.status_code == 200:
-            raise _unreadable() from None
-        answer = b""  # an error's body only explains its status, which is enough
+        raise _unreadable() from None
     except requests.RequestException as error:
         raise _failed(error) from None
     return _Answer(status=response.status_code, headers=response.headers, body=answer)

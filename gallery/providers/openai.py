@@ -116,11 +116,9 @@ class OpenAIImageProvider:
                 "timeout", "The image service took too long to answer. Try again.", retryable=True
             ) from None
         except upstream_http.AnswerTooLarge:
-            if response.status_code == 200:
-                raise ImageProviderError(
-                    "bad_response", "The image service sent an oversized answer."
-                ) from None
-            answer = b""  # an error's body only explains its status, which is enough
+            raise ImageProviderError(
+                "bad_response", "The image service sent an oversized answer."
+            ) from None
         except requests.RequestException as exc:
             logger.warning("Image service unreachable: %s", type(exc).__name__)
             raise ImageProviderError(
