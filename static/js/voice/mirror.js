@@ -52,7 +52,7 @@ export class Mirror {
     this.timer = null;
     this.openedAt = 0;
     this.resendAttempt = 0;
-    this.resendTimer = null;
+    this.resendWaiting = false;
     this.written = 0; // the highest seq written, in order, on the current socket
     this.pacer = null;
     this.lastError = "";
@@ -150,6 +150,7 @@ export class Mirror {
       this.socket = null;
       clearTimeout(this.pacer);
       this.pacer = null;
+      this.resendWaiting = false;
       if (this.openedAt && Date.now() - this.openedAt >= STABLE_MS) this.attempt = 0;
       this.openedAt = 0;
       if (this.closing && this.pending.size === 0) return;
@@ -181,12 +182,15 @@ export class Mirror {
   }
 
   _scheduleResend() {
-    if (this.resendTimer !== null) return;
+    if (this.resendWaiting) return;
+    this.resendWaiting = true;
     const delay = backoffDelay(this.resendAttempt);
     this.resendAttempt += 1;
-    this.resendTimer = setTimeout(() => {
-      this.resendTimer = null;
-      // A socket that closed meanwhile resends everything when it opens again.
+    // On the pacer: events sent meanwhile wait behind the resend, in order. A socket
+    // that closes meanwhile resends everything when it opens again.
+    clearTimeout(this.pacer);
+    this.pacer = setTimeout(() => {
+      this.resendWaiting = false;
       this._resendAll();
     }, delay);
   }
@@ -207,8 +211,6 @@ export class Mirror {
   _finish() {
     clearTimeout(this.timer);
     clearTimeout(this.retireTimer);
-    clearTimeout(this.resendTimer);
-    this.resendTimer = null;
     clearTimeout(this.pacer);
     this.pacer = null;
     const socket = this.socket;
