@@ -384,6 +384,14 @@ class Call:
             return
         channel.send(text)
 
+    def _announce(self, response: _Response) -> None:
+        self._send(
+            events.event(
+                "response.created",
+                response=response.snapshot(status="in_progress", status_details=None, usage=None),
+            )
+        )
+
     def _fits(self, size: int) -> bool:
         limit = self._peer_max_message_bytes
         return limit == 0 or size <= limit
@@ -400,15 +408,7 @@ class Call:
             )
 
     def _send_error(self, error: EngineError, event_id: str | None) -> None:
-        self._send(
-            events.error(
-                message=error.message,
-                code=error.code,
-                param=error.param,
-                event_id=event_id,
-                type_=error.type,
-            )
-        )
+        self._send(events.error(error, event_id=event_id))
 
     @property
     def _last_item_id(self) -> str | None:
@@ -512,7 +512,7 @@ class Call:
         end = stopped.audio_end_ms if stopped is not None else self._vad.position_ms
         # The detector may hold audio from before the response ended: only the idle
         # stretch is committed, as OpenAI's audio_start_ms..audio_end_ms say.
-        idle_bytes = (end - since) * vad.SAMPLE_RATE * 2 // 1000
+        idle_bytes = (end - since) * vad.BYTES_PER_MS
         audio = stopped.audio[-idle_bytes:] if stopped is not None else b""
         item_id = events.new_id("item")
         self._send(
@@ -709,12 +709,7 @@ class Call:
 
     async def _run_response(self, response: _Response) -> None:
         response.state = "in_progress"
-        self._send(
-            events.event(
-                "response.created",
-                response=response.snapshot(status="in_progress", status_details=None, usage=None),
-            )
-        )
+        self._announce(response)
         try:
             decision = await self._decide(response)
             if isinstance(decision, brain.FunctionCall):
@@ -905,14 +900,7 @@ class Call:
         if response.state == "queued":
             # Waiting behind a turn's transcription, it was never announced; OpenAI
             # creates a response at once, so the client still sees it created and ended.
-            self._send(
-                events.event(
-                    "response.created",
-                    response=response.snapshot(
-                        status="in_progress", status_details=None, usage=None
-                    ),
-                )
-            )
+            self._announce(response)
             self._finish(response, "cancelled", {"type": "cancelled", "reason": reason})
             return
         self.output.clear()

@@ -9,6 +9,8 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
+from voice.engine.errors import EngineError
+
 Event = dict[str, Any]
 
 
@@ -21,24 +23,9 @@ def event(type_: str, **fields: Any) -> Event:
     return {"type": type_, "event_id": new_id("event"), **fields}
 
 
-def error(
-    *,
-    message: str,
-    code: str | None,
-    param: str | None,
-    event_id: str | None,
-    type_: str = "invalid_request_error",
-) -> Event:
-    return event(
-        "error",
-        error={
-            "type": type_,
-            "code": code,
-            "message": message,
-            "param": param,
-            "event_id": event_id,
-        },
-    )
+def error(error: EngineError, *, event_id: str | None) -> Event:
+    """The `error` event for a refused client event (`event_id` names it)."""
+    return event("error", error={**error.as_dict(), "event_id": event_id})
 
 
 def user_audio_item(item_id: str, transcript: str | None) -> dict[str, Any]:

@@ -43,9 +43,13 @@ def bearer_token(authorization: str | None) -> str:
     return token
 
 
+def key_matches(token: str, expected: str | None) -> bool:
+    """In constant time: how long a comparison takes must not tell how much matched."""
+    return bool(expected) and hmac.compare_digest(token.encode(), str(expected).encode())
+
+
 def server_key_matches(token: str) -> bool:
-    configured = settings.ENGINE_API_KEY
-    return bool(configured) and hmac.compare_digest(token.encode(), configured.encode())
+    return key_matches(token, settings.ENGINE_API_KEY)
 
 
 def server_key_check(*, authorization: str | None) -> None:
@@ -63,6 +67,11 @@ def server_key_check(*, authorization: str | None) -> None:
 
 def _key(value: str) -> str:
     return _CACHE_PREFIX + hashlib.sha256(value.encode()).hexdigest()
+
+
+def _used_key(value: str) -> str:
+    """Marks a key that has started its call."""
+    return _key(value) + ":used"
 
 
 def client_secret_create(*, session: dict[str, Any], ttl_seconds: int) -> ClientSecret:
@@ -84,7 +93,7 @@ def client_secret_session(*, value: str) -> dict[str, Any]:
             "The ephemeral key is unknown or has expired; mint a new one for each call.",
             code="invalid_client_secret",
         )
-    if cache.get(_key(value) + ":used"):
+    if cache.get(_used_key(value)):
         raise unauthorized(
             "The ephemeral key has already started a call; mint a new one for each call.",
             code="invalid_client_secret",
@@ -101,7 +110,7 @@ def client_secret_redeem(*, value: str) -> dict[str, Any]:
     """
     session = client_secret_session(value=value)
     ttl = max(1, int(session["expires_at"] - time.time()) + 1)
-    if not cache.add(_key(value) + ":used", True, timeout=ttl):
+    if not cache.add(_used_key(value), True, timeout=ttl):
         raise unauthorized(
             "The ephemeral key has already started a call; mint a new one for each call.",
             code="invalid_client_secret",
@@ -111,4 +120,4 @@ def client_secret_redeem(*, value: str) -> dict[str, Any]:
 
 def client_secret_release(*, value: str) -> None:
     """Give back a key claimed for a call that did not start, so the client can retry."""
-    cache.delete(_key(value) + ":used")
+    cache.delete(_used_key(value))

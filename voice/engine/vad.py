@@ -28,8 +28,8 @@ import webrtcvad
 
 SAMPLE_RATE = 16_000
 FRAME_MS = 30
-_BYTES_PER_MS = SAMPLE_RATE * 2 // 1000
-FRAME_BYTES = FRAME_MS * _BYTES_PER_MS
+BYTES_PER_MS = SAMPLE_RATE * 2 // 1000
+FRAME_BYTES = FRAME_MS * BYTES_PER_MS
 # A turn starts once this many of the last few frames are voiced: a click or a
 # single noisy frame does not open a turn.
 _ONSET_WINDOW = 4
@@ -143,7 +143,7 @@ class VoiceActivityDetector:
         """End the current turn now (``input_audio_buffer.commit``); None if nothing buffered."""
         if self._partial:
             self._buffer += self._partial
-            self._position_ms += len(self._partial) // _BYTES_PER_MS
+            self._position_ms += len(self._partial) // BYTES_PER_MS
             self._partial = b""
         if not self._buffer:
             return None
@@ -153,7 +153,7 @@ class VoiceActivityDetector:
 
     def clear(self) -> None:
         """Drop buffered audio and any turn in progress (``input_audio_buffer.clear``)."""
-        self._position_ms += len(self._partial) // _BYTES_PER_MS
+        self._position_ms += len(self._partial) // BYTES_PER_MS
         self._reset_stream()
 
     def _is_voiced(self, frame: bytes) -> bool:
@@ -210,7 +210,7 @@ class VoiceActivityDetector:
             self._silence_ms = 0
             self._start_ms = max(self._buffer_start_ms, onset - self.prefix_padding_ms)
             # The turn's audio is all a commit or a stop reads from now on.
-            del self._buffer[: (self._start_ms - self._buffer_start_ms) * _BYTES_PER_MS]
+            del self._buffer[: (self._start_ms - self._buffer_start_ms) * BYTES_PER_MS]
             self._buffer_start_ms = self._start_ms
             self._recent.clear()
             return SpeechStarted(audio_start_ms=self._start_ms)
@@ -220,11 +220,11 @@ class VoiceActivityDetector:
     def _trim_idle_buffer(self) -> None:
         excess_ms = self._position_ms - self._buffer_start_ms - _MAX_BUFFER_MS
         if excess_ms > 0:
-            del self._buffer[: excess_ms * _BYTES_PER_MS]
+            del self._buffer[: excess_ms * BYTES_PER_MS]
             self._buffer_start_ms += excess_ms
 
     def _turn_audio(self, start_ms: int) -> bytes:
-        return bytes(self._buffer[(start_ms - self._buffer_start_ms) * _BYTES_PER_MS :])
+        return bytes(self._buffer[(start_ms - self._buffer_start_ms) * BYTES_PER_MS :])
 
     def _stop(self, start_ms: int) -> SpeechStopped:
         audio = self._turn_audio(start_ms)
