@@ -25,6 +25,7 @@ from typing import Any
 import av
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtcsctptransport import REMOTE_DEFAULT_MAX_MESSAGE_SIZE
 
 from voice.engine import brain, events, tts, vad
 from voice.engine.audio import InboundAudio, OutgoingAudioTrack, shorten_jitter_buffer
@@ -55,9 +56,9 @@ CHANNEL_LABEL = "oai-events"
 MAX_CLIENT_EVENT_BYTES = 512 * 1024
 _ICE_GATHER_SECONDS = 10.0
 # The largest data-channel message the peer accepts, from its offer; RFC 8841 sets 64 KB
-# when the offer does not say, and 0 means no limit (aiortc refuses to send past it).
+# when the offer does not say (aiortc's default too), and 0 means no limit (aiortc
+# refuses to send past it).
 _MAX_MESSAGE_SIZE = re.compile(r"^a=max-message-size:(\d+)\s*$", re.MULTILINE)
-_DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024
 # A pause in incoming packets this long is fed to turn detection as that much silence.
 _AUDIO_GAP_SECONDS = 0.1
 _GAP_SILENCE = bytes(int(16_000 * 2 * _AUDIO_GAP_SECONDS))
@@ -205,7 +206,7 @@ class Call:
         self.closed = False
         self.close_reason = ""
         self._channel: Any = None
-        self._peer_max_message_bytes = _DEFAULT_MAX_MESSAGE_SIZE
+        self._peer_max_message_bytes = REMOTE_DEFAULT_MAX_MESSAGE_SIZE
         self._connected = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._jobs: asyncio.Queue[Callable[[], Awaitable[None]]] = asyncio.Queue()
