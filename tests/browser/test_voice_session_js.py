@@ -13,10 +13,8 @@ pytest.importorskip("playwright.sync_api")
 
 pytestmark = pytest.mark.browser
 
-# Loads the page's own module, gives it a call that records what it sends, and hands it
-# the mirror messages in order. Returns what reached the call and the panel.
-DRIVE_SESSION = """
-async (messages) => {
+# The page's own session module, with a panel that records its notices.
+NEW_SESSION = """
   const { VoiceSession } = await import("/static/js/voice/session.js");
   const notices = [];
   const ui = {
@@ -26,12 +24,21 @@ async (messages) => {
   const session = new VoiceSession({
     tokenUrl: "/api/realtime/", terminal: "lobby", csrfToken: "", audioElement: null, ui,
   });
+"""
+
+# Gives a new session a call that records what it sends, and hands it the mirror
+# messages in order. Returns what reached the call and the panel.
+DRIVE_SESSION = (
+    "async (messages) => {"
+    + NEW_SESSION
+    + """
   const sent = [];
   session.call = { isOpen: true, send(event) { sent.push(event); return true; }, close() {} };
   for (const message of messages) session.mirrorHandlers[message.type](message);
   return { sent, notices };
 }
 """
+)
 
 
 def tool_result(call_id: str, *, ok: bool = True, message: str = "Now showing Study 2.") -> dict:
@@ -129,16 +136,9 @@ def test_typed_commands_waiting_for_a_call_that_never_came_are_said_unsent(
     page = new_page()
     page.goto("/terminals/")
     notices = page.evaluate(
-        """async () => {
-          const { VoiceSession } = await import("/static/js/voice/session.js");
-          const notices = [];
-          const ui = {
-            status() {}, active() {}, microphone() {}, transcript() {},
-            notice(kind, text) { notices.push({ kind, text }); },
-          };
-          const session = new VoiceSession({
-            tokenUrl: "/api/realtime/", terminal: "lobby", csrfToken: "", audioElement: null, ui,
-          });
+        "async () => {"
+        + NEW_SESSION
+        + """
           session.start = () => { session.active = true; };  // a call still being placed
           session.sendText("show the next picture");
           session.sendText("describe it");
