@@ -545,3 +545,14 @@ def test_header_has_navigation_landmarks_and_a_skip_link(client: Client) -> None
     for name in ("gallery:index", "gallery:terminal-list", "gallery:create"):
         assert f'href="{reverse(name)}"' in html
     assert reverse("gallery:mine") not in html  # only for people with images of their own
+
+
+def test_a_controllers_terminal_page_shows_no_template_comment(
+    make_terminal: Callable[..., Terminal], owner: Any
+) -> None:
+    """Django's {# #} comments end at the line: one over two lines is printed as text."""
+    terminal = make_terminal(slug="lobby", images=2)
+    page = _logged_in(owner).get(reverse("gallery:terminal-detail", args=[terminal.slug]))
+    html = page.content.decode()
+    assert "data-voice-panel" in html  # the controller's voice panel is on it
+    assert "{#" not in html and "#}" not in html and "{%" not in html
