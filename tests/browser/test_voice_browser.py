@@ -208,6 +208,15 @@ def test_typed_command_opens_a_call_and_moves_the_picture(
         session_id,
     )
     assert any("next image" in payload for (payload,) in sent)
+    # The whole call is in the timeline, from its first event: the command went out as
+    # the data channel opened, the engine's greeting came in after it.
+    types = [
+        kind
+        for (kind,) in site.query(
+            "SELECT type FROM voice_voiceevent WHERE session_id = ? ORDER BY seq", session_id
+        )
+    ]
+    assert types[:3] == ["conversation.item.create", "response.create", "session.created"]
     page.locator("[data-voice-toggle]").click()
     expect(page.locator(STATUS)).to_contain_text("Voice is off")
     wait_for(

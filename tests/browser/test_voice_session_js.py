@@ -152,3 +152,36 @@ def test_typed_commands_waiting_for_a_call_that_never_came_are_said_unsent(
         {"kind": "info", "text": "Your 2 typed commands were not sent."},
         {"kind": "info", "text": "Your typed command was not sent."},
     ]
+
+
+def test_what_a_call_does_before_its_mirror_exists_is_mirrored_first_in_order(
+    new_page: Callable[..., Any],
+) -> None:
+    # The data channel can open, and a waiting typed command go out, before the answer's
+    # continuation makes the mirror: the server must still record (and run) all of it.
+    page = new_page()
+    page.goto("/terminals/")
+    mirrored = page.evaluate(
+        "async () => {"
+        + NEW_SESSION
+        + """
+          const call = { isOpen: true, send() { return true; }, close() {} };
+          session.active = true;
+          session.call = call;
+          session.queue.push("next image");
+          session._received(call, { type: "session.created", session: {} });
+          session._opened(call);
+          session._received(call, { type: "response.output_audio.delta", delta: "AAAA" });
+          session._attachMirror(987654);
+          session._received(call, { type: "response.done", response: {} });
+          const messages = [...session.mirror.pending.values()];
+          session.stop();
+          return messages.map((m) => [m.seq, m.direction, m.event.type]);
+        }"""
+    )
+    assert mirrored == [
+        [1, "received", "session.created"],
+        [2, "sent", "conversation.item.create"],
+        [3, "sent", "response.create"],
+        [4, "received", "response.done"],
+    ]

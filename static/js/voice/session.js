@@ -3,7 +3,7 @@
 // nothing about the DOM; the panel renders what it reports.
 
 import { Earcons } from "./earcons.js";
-import { backoffDelay, Mirror, mirrorUrl } from "./mirror.js";
+import { backoffDelay, Mirror, mirrorable, mirrorUrl } from "./mirror.js";
 import { mintToken, openMicrophone, RealtimeCall, VoiceError } from "./realtime.js";
 
 // A call that stays "disconnected" this long is taken as lost (ICE may still recover
@@ -52,6 +52,9 @@ export class VoiceSession {
     this.wantMuted = false;
     this.call = null;
     this.mirror = null;
+    // The current call's events from before its mirror exists: the data channel can open,
+    // and a waiting typed command go out, before the answer's continuation makes it.
+    this.unmirrored = [];
     this.sessionId = null;
     this.active = false;
     this.generation = 0;
@@ -124,25 +127,37 @@ export class VoiceSession {
       onConnectionState: (state) => this._connectionState(call, state),
     });
     this.call = call;
+    this.unmirrored = [];
     try {
       const used = await call.connect({ token, mint });
       if (generation !== this.generation || this.call !== call) {
         call.close();
         return;
       }
-      this.sessionId = used.session_id;
-      const mirror = new Mirror({
-        url: mirrorUrl(used.session_id),
-        handlers: this.mirrorHandlers,
-        onState: (state, reason) => this._mirrorState(mirror, state, reason),
-      });
-      this.mirror = mirror;
+      this._attachMirror(used.session_id);
       await call.opened(CHANNEL_OPEN_TIMEOUT_MS);
     } catch (error) {
       if (this.call === call) this._teardownCall();
       else call.close();
       throw error;
     }
+  }
+
+  // The mirror of the current call's session, given first what the call did without one.
+  _attachMirror(sessionId) {
+    this.sessionId = sessionId;
+    const mirror = new Mirror({
+      url: mirrorUrl(sessionId),
+      handlers: this.mirrorHandlers,
+      onState: (state, reason) => this._mirrorState(mirror, state, reason),
+    });
+    this.mirror = mirror;
+    for (const [direction, event] of this.unmirrored.splice(0)) mirror.send(direction, event);
+  }
+
+  _mirrorSend(direction, event) {
+    if (this.mirror) this.mirror.send(direction, event);
+    else if (this.call && mirrorable(event)) this.unmirrored.push([direction, event]);
   }
 
   _opened(call) {
@@ -160,14 +175,14 @@ export class VoiceSession {
 
   _received(call, event) {
     if (call !== this.call) return;
-    if (this.mirror) this.mirror.send("received", event);
+    this._mirrorSend("received", event);
     const handler = this.callHandlers[event.type];
     if (handler) handler(event);
   }
 
   send(event) {
     if (!this.call || !this.call.send(event)) return false;
-    if (this.mirror) this.mirror.send("sent", event);
+    this._mirrorSend("sent", event);
     return true;
   }
 
@@ -323,6 +338,7 @@ export class VoiceSession {
     this.call = null;
     if (this.mirror) this.mirror.hangup();
     this.mirror = null;
+    this.unmirrored = [];
     this.speaking = false;
   }
 
