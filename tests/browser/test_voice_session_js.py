@@ -185,3 +185,45 @@ def test_what_a_call_does_before_its_mirror_exists_is_mirrored_first_in_order(
         [3, "sent", "response.create"],
         [4, "received", "response.done"],
     ]
+
+
+def test_a_retiring_mirror_cannot_answer_into_or_end_the_call_that_replaced_it(
+    new_page: Callable[..., Any],
+) -> None:
+    # After a lost call the old mirror stays up until its events are acknowledged; the
+    # server's answers on it belong to the old session, not to the new call.
+    page = new_page()
+    page.goto("/terminals/")
+    result = page.evaluate(
+        "async () => {"
+        + NEW_SESSION
+        + """
+          const placed = (sent) => ({
+            isOpen: true, send(event) { sent.push(event); return true; }, close() {},
+          });
+          const oldSent = [], newSent = [];
+          session.active = true;
+          session.call = placed(oldSent);
+          session._attachMirror(987654);
+          const retiring = session.mirror;
+          session._teardownCall();
+          session.call = placed(newSent);
+          session._attachMirror(987655);
+          retiring.handlers["tool.result"]({
+            type: "tool.result", call_id: "call_old", name: "navigate_gallery",
+            output: JSON.stringify({ ok: true, message: "Now showing Study 2." }),
+          });
+          retiring.handlers["session.ended"]({ type: "session.ended", reason: "hangup" });
+          const stillActive = session.active;
+          session.mirror.handlers["tool.result"]({
+            type: "tool.result", call_id: "call_new", name: "navigate_gallery",
+            output: JSON.stringify({ ok: true, message: "Now showing Study 3." }),
+          });
+          session.stop();
+          const names = newSent.map((event) => (event.item ? event.item.call_id : event.type));
+          return { stillActive, oldSent, newSent: names };
+        }"""
+    )
+    assert result["stillActive"] is True
+    assert result["oldSent"] == []
+    assert result["newSent"] == ["call_new", "response.create"]

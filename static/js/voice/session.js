@@ -146,9 +146,17 @@ export class VoiceSession {
   // The mirror of the current call's session, given first what the call did without one.
   _attachMirror(sessionId) {
     this.sessionId = sessionId;
+    // A mirror retiring after its call was lost still hears the server until its events
+    // are acknowledged: its tool results and its session's end are not the new call's.
+    const handlers = {};
+    for (const [type, handle] of Object.entries(this.mirrorHandlers)) {
+      handlers[type] = (message) => {
+        if (mirror === this.mirror) handle(message);
+      };
+    }
     const mirror = new Mirror({
       url: mirrorUrl(sessionId),
-      handlers: this.mirrorHandlers,
+      handlers,
       onState: (state, reason) => this._mirrorState(mirror, state, reason),
     });
     this.mirror = mirror;
