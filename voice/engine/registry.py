@@ -7,7 +7,9 @@ speech recognition and synthesis.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+import sys
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 
@@ -29,6 +31,7 @@ class CallRegistry:
         self._reserved: set[str] = set()
         self.connect_timeout_seconds = CONNECT_TIMEOUT_SECONDS
         self.max_call_seconds = MAX_CALL_SECONDS
+        self._hangs_up_at_shutdown = False
 
     def __len__(self) -> int:
         return len(self._calls) + len(self._reserved)
@@ -58,12 +61,37 @@ class CallRegistry:
         self._reserved.discard(call.id)
         if not call.closed:
             self._calls[call.id] = call
+            self._hang_up_at_shutdown()
 
     def get(self, call_id: str) -> Call | None:
         return self._calls.get(call_id)
 
     def calls(self) -> list[Call]:
         return list(self._calls.values())
+
+    async def close_all(self, reason: str) -> None:
+        await asyncio.gather(*(call.close(reason) for call in self.calls()))
+
+    def _hang_up_at_shutdown(self) -> None:
+        """Under Daphne, end every call before the server stops.
+
+        A call's peer has a decoder thread that only its close ends, and the interpreter
+        waits for such threads before it exits: a server stopped with calls up would
+        never exit, and hold its port. Daphne has no ASGI lifespan; it ends its own
+        applications in a Twisted "before shutdown" trigger, and so do the calls.
+        """
+        reactor: Any = sys.modules.get("twisted.internet.reactor")
+        if self._hangs_up_at_shutdown or reactor is None or not reactor.running:
+            return
+        from twisted.internet.defer import Deferred
+
+        def hang_up_all() -> Deferred[None]:
+            return Deferred.fromFuture(
+                asyncio.ensure_future(self.close_all("the server is shutting down"))
+            )
+
+        reactor.addSystemEventTrigger("before", "shutdown", hang_up_all)
+        self._hangs_up_at_shutdown = True
 
 
 registry = CallRegistry()
