@@ -33,16 +33,24 @@ browser:
 	@echo "Wrote .env (development settings, a fresh SECRET_KEY and ENGINE_API_KEY)."
 
 run: setup .env
+	@if (exec 3<>/dev/tcp/127.0.0.1/$(PORT)) 2>/dev/null; then \
+	  echo "Port $(PORT) is in use (a site still running?): stop it, or make run PORT=8001"; \
+	  exit 1; fi
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py seed_demo
 	$(PY) manage.py reap_images
-	@trap 'kill 0' EXIT; \
+	@# Ctrl-C, or either process ending by itself, stops the other with SIGTERM (as a
+	@# background job Daphne ignores SIGINT) and waits for both. The URL is printed once
+	@# the site answers.
+	@trap 'kill $$(jobs -p) 2>/dev/null; wait' INT TERM EXIT; \
 	$(PY) manage.py db_worker --queue-name '*' & \
 	$(VENV)/bin/daphne -b 127.0.0.1 -p $(PORT) --websocket-max-message-size 131072 artterminal.asgi:application & \
-	sleep 2; \
+	site=$$!; \
+	until (exec 3<>/dev/tcp/127.0.0.1/$(PORT)) 2>/dev/null; do \
+	  kill -0 $$site 2>/dev/null || exit 1; sleep 0.2; done; \
 	echo; echo "Art Terminal is running at http://127.0.0.1:$(PORT)/terminals/lobby/"; \
 	echo "Demo login: demo / demo-gallery-2026   (Ctrl-C stops the site and the worker)"; \
-	wait
+	wait -n
 
 # Tests run with development settings and a throwaway key; pytest-django turns DEBUG off.
 test: setup browser
