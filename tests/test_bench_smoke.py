@@ -99,3 +99,14 @@ def test_report_ratio_and_table() -> None:
     assert lines[2].startswith("demo.p99_ms") and lines[2].endswith("NO")
     assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
     assert math.isnan(percentile([], 50))
+
+
+def test_only_a_whole_run_replaces_the_committed_results(tmp_path: Path) -> None:
+    from bench.__main__ import HERE, results_dir
+
+    assert results_dir(quick=False, only="", output=None) == HERE
+    # A partial run would leave results.json with some benchmarks and the README's
+    # figures without their source.
+    assert results_dir(quick=False, only="token", output=None) is None
+    assert results_dir(quick=True, only="", output=None) is None
+    assert results_dir(quick=True, only="token", output=tmp_path) == tmp_path
