@@ -199,6 +199,11 @@ if not DEBUG:
 # Wrong passwords for one username before it is refused for the rest of the window.
 LOGIN_FAILURES_PER_WINDOW = env.int("LOGIN_FAILURES_PER_WINDOW", default=10)
 LOGIN_FAILURE_WINDOW_SECONDS = env.int("LOGIN_FAILURE_WINDOW_SECONDS", default=15 * 60)
+# Per client address and hour: every account brings its own picture and voice
+# allowances. Submissions of the sign-up form (accepted or not), and accounts made.
+# 0 sets no limit.
+SIGNUP_ATTEMPTS_PER_ADDRESS_PER_HOUR = env.int("SIGNUP_ATTEMPTS_PER_ADDRESS_PER_HOUR", default=30)
+SIGNUPS_PER_ADDRESS_PER_HOUR = env.int("SIGNUPS_PER_ADDRESS_PER_HOUR", default=10)
 
 # --- Images ---------------------------------------------------------------------------
 OPENAI_API_KEY = env.str("OPENAI_API_KEY", default="")

@@ -4,6 +4,7 @@ passes on a real configuration, the scaling check speaks up, and pages carry a C
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -313,7 +314,12 @@ def test_in_production_the_site_reaches_its_own_engine_over_loopback() -> None:
 
 
 @pytest.mark.parametrize(
-    ("variable", "value"), [("PORT", "eight thousand"), ("IMAGES_PER_HOUR", "1.5")]
+    ("variable", "value"),
+    [
+        ("PORT", "eight thousand"),
+        ("IMAGES_PER_HOUR", "1.5"),
+        ("SIGNUPS_PER_ADDRESS_PER_HOUR", "ten"),
+    ],
 )
 def test_a_malformed_setting_is_named_when_the_site_refuses_to_start(
     variable: str, value: str
@@ -328,3 +334,25 @@ def test_a_malformed_setting_is_named_when_the_site_refuses_to_start(
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(f"django.core.exceptions.ImproperlyConfigured: {variable}: "), last
     assert repr(value) in last
+
+
+def test_every_variable_the_settings_read_is_documented_in_env_example() -> None:
+    source = (ROOT / "artterminal" / "settings.py").read_text()
+    read = set(re.findall(r'(?:env\.\w+|_listed)\(\s*"([A-Z][A-Z0-9_]*)"', source))
+    documented = set(re.findall(r"^([A-Z][A-Z0-9_]*)=", (ROOT / ".env.example").read_text(), re.M))
+
+    assert {"SIGNUPS_PER_ADDRESS_PER_HOUR", "SIGNUP_ATTEMPTS_PER_ADDRESS_PER_HOUR"} <= read
+    assert read - documented == set()
+
+
+def test_the_documented_deployment_passes_on_the_address_nginx_saw() -> None:
+    """The sign-up limit counts REMOTE_ADDR: behind nginx, Daphne must take it from
+    X-Forwarded-For (--proxy-headers), and nginx must overwrite that header, since
+    Daphne reads its first address and a client can send one of its own."""
+    deploy = (ROOT / "docs" / "deploy.md").read_text().replace("\\\n", " ")
+    daphnes = re.findall(r"daphne --bind 127\.0\.0\.1 .*", deploy)
+    forwarded = re.findall(r"proxy_set_header X-Forwarded-For (\S+);", deploy)
+
+    assert len(daphnes) == 4  # the systemd unit and the Procfile's three
+    assert all("--proxy-headers" in command for command in daphnes), daphnes
+    assert forwarded and set(forwarded) == {"$remote_addr"}, forwarded
