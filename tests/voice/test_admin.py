@@ -1,4 +1,5 @@
-"""The voice admin: session list, filters and search, the timeline, and ending a session."""
+"""The voice admin: session list, filters and search, the timeline, ending a session, and
+the read-only event list a long call's timeline links to."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
 from gallery.models import Terminal
 from tests.voice.conftest import OPENAI_TEST_KEY, RealtimeStub
@@ -166,3 +169,101 @@ def test_no_api_key_in_the_admin(
         page = staff_client.get(url)
         assert page.status_code == 200
         assert OPENAI_TEST_KEY not in page.content.decode()
+
+
+def add_events(session: VoiceSession, count: int) -> None:
+    VoiceEvent.objects.bulk_create(
+        VoiceEvent(
+            session=session,
+            seq=seq,
+            direction="received",
+            type=f"event.{seq}",
+            payload={"type": f"event.{seq}"},
+        )
+        for seq in range(1, count + 1)
+    )
+
+
+def change_page_queries(client: Client, session: VoiceSession) -> int:
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get(f"{LIST_URL}{session.pk}/change/").status_code == 200
+    return len(queries)
+
+
+def test_a_long_call_shows_its_latest_events_and_how_many_there_are(
+    staff_client: Client, sessions: list[VoiceSession]
+) -> None:
+    session, short = sessions
+    add_events(session, 250)
+    add_events(short, 3)
+    change_page_queries(staff_client, short)  # warm: content types, permissions
+    # The page's queries do not grow with the events.
+    assert change_page_queries(staff_client, session) == change_page_queries(staff_client, short)
+
+    page = staff_client.get(f"{LIST_URL}{session.pk}/change/")
+
+    text = page.content.decode()
+    assert 'name="events-TOTAL_FORMS" value="200"' in text
+    shown = [form.instance.seq for form in page.context["inline_admin_formsets"][0].formset]
+    assert shown == list(range(51, 251))
+    assert "The latest 200 of 250 events are shown below." in text
+    assert f'href="/admin/voice/voiceevent/?session={session.pk}"' in text
+
+
+def test_staff_who_may_view_events_follow_the_link_to_one_sessions_events(
+    make_user: Callable[..., Any], sessions: list[VoiceSession]
+) -> None:
+    from django.contrib.auth.models import Permission
+
+    session, other = sessions
+    add_events(session, 150)
+    add_events(other, 5)
+    onlooker = make_user("onlooker", is_staff=True)
+    onlooker.user_permissions.add(
+        *Permission.objects.filter(codename__in=["view_voicesession", "view_voiceevent"])
+    )
+    client = Client()
+    client.force_login(onlooker)
+    link = f"/admin/voice/voiceevent/?session={session.pk}"
+    assert f'href="{link}"' in client.get(f"{LIST_URL}{session.pk}/change/").content.decode()
+
+    listed = client.get(link)
+
+    assert listed.status_code == 200
+    changelist = listed.context["cl"]
+    assert {event.session_id for event in changelist.queryset} == {session.pk}
+    assert changelist.queryset.count() == 150
+    assert [event.seq for event in changelist.result_list] == list(range(1, 101))  # paged
+    assert f"Voice session {session.pk}" in listed.content.decode()  # the filter says which
+    second = client.get(link + "&p=2").context["cl"].result_list
+    assert [event.seq for event in second] == list(range(101, 151))
+    searched = client.get(link + "&q=event.42").context["cl"].result_list
+    assert [event.seq for event in searched] == [42]
+    sent = client.get(link + "&direction__exact=sent").context["cl"].result_list
+    assert list(sent) == []
+
+
+def test_events_are_read_only_and_the_link_is_offered_only_to_who_may_follow_it(
+    staff_client: Client, make_user: Callable[..., Any], sessions: list[VoiceSession]
+) -> None:
+    from django.contrib.auth.models import Permission
+
+    session = sessions[0]
+    add_events(session, 2)
+    event = VoiceEvent.objects.get(session=session, seq=1)
+    assert staff_client.get("/admin/voice/voiceevent/").status_code == 200
+    assert staff_client.get(f"/admin/voice/voiceevent/{event.pk}/change/").status_code == 200
+    assert staff_client.get("/admin/voice/voiceevent/add/").status_code == 403
+    staff_client.post(f"/admin/voice/voiceevent/{event.pk}/change/", {"type": "forged"})
+    staff_client.post(f"/admin/voice/voiceevent/{event.pk}/delete/", {"post": "yes"})
+    event.refresh_from_db()
+    assert event.type == "event.1"
+
+    sessions_only = make_user("sessions-only", is_staff=True)
+    sessions_only.user_permissions.add(Permission.objects.get(codename="view_voicesession"))
+    client = Client()
+    client.force_login(sessions_only)
+    text = client.get(f"{LIST_URL}{session.pk}/change/").content.decode()
+    assert "2 events." in text
+    assert "/admin/voice/voiceevent/" not in text
+    assert client.get(f"/admin/voice/voiceevent/?session={session.pk}").status_code == 403
