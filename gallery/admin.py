@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.widgets import ForeignKeyRawIdWidget
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html
+from django.utils.text import Truncator
 
 from gallery import services
 from gallery.models import Image, Terminal, TerminalMembership
@@ -110,15 +116,54 @@ class ImageAdmin(admin.ModelAdmin):
             )
 
 
+class _MemberRawIdWidget(ForeignKeyRawIdWidget):
+    """Django's raw-id widget for a membership's user, labelled from the user its row
+    already read instead of one query a row to read it again."""
+
+    member: Any = None
+
+    def label_and_url_for_value(self, value: Any) -> tuple[str, str]:
+        member = self.member
+        if member is None or str(member.pk) != str(value):
+            # A new row, or a value typed in a form sent back with errors.
+            return super().label_and_url_for_value(value)
+        opts = member._meta
+        try:
+            url = reverse(
+                f"{self.admin_site.name}:{opts.app_label}_{opts.model_name}_change",
+                args=(member.pk,),
+            )
+        except NoReverseMatch:  # as Django's: no admin for users, no link
+            url = ""
+        return Truncator(member).words(14), url
+
+
+class _MembershipForm(forms.ModelForm):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        widget = self.fields["user"].widget
+        if isinstance(widget, _MemberRawIdWidget) and self.instance.user_id is not None:
+            widget.member = self.instance.user  # loaded with the row (get_queryset)
+
+
 class TerminalMembershipInline(admin.TabularInline):
     model = TerminalMembership
+    form = _MembershipForm
     extra = 1
     raw_id_fields = ("user",)
     fields = ("user", "role")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[TerminalMembership]:
-        # Each row prints its membership ("user · terminal (role)"): both in the one query.
+        # Each row prints its membership ("user · terminal (role)") and labels its user:
+        # both in the one query.
         return super().get_queryset(request).select_related("user", "terminal")
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name == "user":
+            kwargs["widget"] = _MemberRawIdWidget(
+                db_field.remote_field, self.admin_site, using=kwargs.get("using")
+            )
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
 
 @admin.register(Terminal)
