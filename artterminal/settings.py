@@ -5,6 +5,7 @@ SQLite and the in-memory channel layer; DATABASE_URL and REDIS_URL switch the sa
 to PostgreSQL and Redis.
 """
 
+import os
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -36,7 +37,11 @@ class _Env(environ.Env):
 
 env = _Env()
 # A developer's .env (written by `make run`); real deployments set the environment.
-env.read_env(BASE_DIR / ".env", overwrite=False)
+# ENV_FILE names another file, or none when empty: the tests' and benchmarks' own
+# processes, which a developer's .env must not change.
+_env_file = os.environ.get("ENV_FILE", str(BASE_DIR / ".env"))
+if _env_file:
+    env.read_env(_env_file, overwrite=False)
 
 DEBUG = env.bool("DEBUG", default=False)
 

@@ -83,6 +83,7 @@ def prepare_site(root: Path, **extra_env: str) -> tuple[Site, socket.socket]:
     env.update(
         {
             "DJANGO_SETTINGS_MODULE": "artterminal.settings",
+            "ENV_FILE": "",  # a developer's .env is not the benchmark's
             "DEBUG": "false",
             "SECURE_SSL_REDIRECT": "false",
             "SECRET_KEY": secrets.token_urlsafe(50),

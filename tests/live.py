@@ -41,11 +41,12 @@ def free_port() -> int:
 
 def base_environment(**settings: str) -> dict[str, str]:
     """A child process's environment: the system's basics, none of the developer's
-    settings, plus `settings`. Upstream services are off unless `settings` name them,
-    since the site also reads a developer's .env for whatever is unset."""
+    settings (nor their .env), plus `settings`. Upstream services are off unless
+    `settings` name them."""
     env = {key: value for key, value in os.environ.items() if key in _SYSTEM_BASICS}
     env.update(
         PYTHONUNBUFFERED="1",
+        ENV_FILE="",
         DJANGO_SETTINGS_MODULE="artterminal.settings",
         SECRET_KEY=secrets.token_urlsafe(60),
         LOG_LEVEL="WARNING",

@@ -36,6 +36,7 @@ _SETTINGS_VARIABLES = (
 def _run(args: list[str], **environment: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in _SETTINGS_VARIABLES}
     env.pop("DJANGO_SETTINGS_MODULE", None)
+    env["ENV_FILE"] = ""  # a developer's .env (after make run) holds a SECRET_KEY
     env.update(environment)
     return subprocess.run(
         [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
@@ -356,3 +357,16 @@ def test_the_documented_deployment_passes_on_the_address_nginx_saw() -> None:
     assert len(daphnes) == 4  # the systemd unit and the Procfile's three
     assert all("--proxy-headers" in command for command in daphnes), daphnes
     assert forwarded and set(forwarded) == {"$remote_addr"}, forwarded
+
+
+def test_env_file_names_the_file_read_for_unset_variables(tmp_path: Path) -> None:
+    env_file = tmp_path / "site.env"
+    env_file.write_text(f"SECRET_KEY={secrets.token_urlsafe(60)}\nALLOWED_HOSTS=art.example.com\n")
+
+    named = _run(["manage.py", "check"], DEBUG="false", ENV_FILE=str(env_file))
+    none = _run(["manage.py", "check"], DEBUG="false", ENV_FILE="")
+
+    assert named.returncode == 0, named.stderr
+    # The tests' own processes run so: a developer's .env cannot set what they check.
+    assert none.returncode != 0
+    assert "SECRET_KEY must be set" in none.stderr
