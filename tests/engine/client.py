@@ -106,11 +106,14 @@ class RealtimeClient:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         munge: Callable[[str], str] | None = None,
+        munge_answer: Callable[[str], str] | None = None,
     ) -> httpx.Response:
         """Offer, post to /realtime/calls, and apply the answer when it is a 201.
 
         `transport` lets a test serve the site's ASGI app in its own process and loop;
-        `munge` rewrites the offer's SDP before it is posted, as some web apps do.
+        `munge` rewrites the offer's SDP before it is posted, as some web apps do;
+        `munge_answer` rewrites the answer before it is applied (a peer that ignores
+        the server's limits).
         """
         self.pc.addTrack(self.microphone)
         self.channel = self.pc.createDataChannel("oai-events")
@@ -128,7 +131,10 @@ class RealtimeClient:
         if response.status_code == 201:
             self.call_id = response.headers["Location"].rstrip("/").rsplit("/", 1)[-1]
             await self.pc.setRemoteDescription(
-                RTCSessionDescription(sdp=response.text, type="answer")
+                RTCSessionDescription(
+                    sdp=munge_answer(response.text) if munge_answer else response.text,
+                    type="answer",
+                )
             )
         return response
 

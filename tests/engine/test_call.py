@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import pytest
 from tests.engine.client import RealtimeClient, subsequence
 from tests.engine.recordings import Studio, Take
 from tests.engine.server import NAVIGATE, EngineServer
+from voice.engine.call import MAX_CLIENT_EVENT_BYTES
 
 SHOW_NEXT = Take(text="show the next picture", lead_ms=300, tail_ms=900)
 HELLO = Take(text="hello there", lead_ms=0, tail_ms=900)
@@ -50,12 +52,17 @@ async def connect(
     clients: list[RealtimeClient] = []
 
     async def open_call(
-        munge: Callable[[str], str] | None = None, **session: Any
+        munge: Callable[[str], str] | None = None,
+        munge_answer: Callable[[str], str] | None = None,
+        **session: Any,
     ) -> RealtimeClient:
         client = RealtimeClient()
         clients.append(client)
         response = await client.connect(
-            engine_server.engine_url, mint(engine_server, **session), munge=munge
+            engine_server.engine_url,
+            mint(engine_server, **session),
+            munge=munge,
+            munge_answer=munge_answer,
         )
         assert response.status_code == 201, response.text
         await client.wait_for("session.created", timeout=15)
@@ -578,6 +585,48 @@ def _without_max_message_size(sdp: str) -> str:
     return "\r\n".join(
         line for line in sdp.split("\r\n") if not line.startswith("a=max-message-size:")
     )
+
+
+def _any_message_size(sdp: str) -> str:
+    return re.sub(r"^a=max-message-size:\d+", "a=max-message-size:0", sdp, flags=re.MULTILINE)
+
+
+def user_message_of_bytes(size: int, *, event_id: str) -> str:
+    """A user message of two-byte characters whose UTF-8 JSON is exactly `size` bytes."""
+    parts = ["é" * 30_000 for _ in range(size // 60_000)] + [""]
+
+    def encoded() -> str:
+        event = user_message("", parts=len(parts), event_id=event_id)
+        for part, text in zip(event["item"]["content"], parts, strict=True):
+            part["text"] = text
+        return json.dumps(event, ensure_ascii=False)
+
+    missing = size - len(encoded().encode())
+    parts[-1] = "é" * (missing // 2) + "x" * (missing % 2)
+    text = encoded()
+    assert len(text.encode()) == size
+    return text
+
+
+async def test_the_event_size_limit_counts_utf8_bytes(connect: Callable[..., Any]) -> None:
+    """An event of two-byte characters used to pass the limit at up to twice its size:
+    the length checked was in characters. The peer here sends past the 256 KB our SDP
+    asks for, and accepts any size back, so the engine's own limit is what decides."""
+    client: RealtimeClient = await connect(
+        munge=_any_message_size,
+        munge_answer=_any_message_size,
+        audio={"input": {"turn_detection": None}},
+    )
+    over = user_message_of_bytes(MAX_CLIENT_EVENT_BYTES + 1, event_id="evt_over")
+    assert len(over) < MAX_CLIENT_EVENT_BYTES
+    client.send_raw(over)
+    client.send_raw(user_message_of_bytes(MAX_CLIENT_EVENT_BYTES, event_id="evt_at"))
+    added = await client.wait_for("conversation.item.added", timeout=30)
+    assert len(json.dumps(added["item"], ensure_ascii=False).encode()) > 500_000
+    # Refused unread, so the error cannot name the event's event_id.
+    errors = [e["error"] for e in client.events if e["type"] == "error"]
+    assert [(e["code"], e["event_id"]) for e in errors] == [("invalid_value", None)]
+    assert f"at most {MAX_CLIENT_EVENT_BYTES} bytes" in errors[0]["message"]
 
 
 async def test_an_item_the_peer_could_not_receive_back_is_refused(

@@ -123,6 +123,16 @@ def _serialise(event: events.Event) -> tuple[str, int]:
         return text, len(text)
 
 
+def _over_event_limit(message: str) -> bool:
+    """Whether a text event was more than MAX_CLIENT_EVENT_BYTES in UTF-8 on the wire."""
+    # A character is 1 to 4 bytes in UTF-8: only text between the two bounds is encoded.
+    if len(message) > MAX_CLIENT_EVENT_BYTES:
+        return True
+    if len(message) * 4 <= MAX_CLIENT_EVENT_BYTES:
+        return False
+    return len(message.encode()) > MAX_CLIENT_EVENT_BYTES
+
+
 def _unreadable_offer(exc: Exception) -> EngineError:
     # aiortc's own checks raise ValueError with a message a person can act on; other
     # exceptions are accidents of its parser, whose text would mean nothing to a client.
@@ -933,7 +943,7 @@ class Call:
         try:
             if isinstance(message, bytes):
                 raise EngineError("Events must be JSON text messages.", code="invalid_json")
-            if len(message) > MAX_CLIENT_EVENT_BYTES:
+            if _over_event_limit(message):
                 raise EngineError(
                     f"Events may be at most {MAX_CLIENT_EVENT_BYTES} bytes.", code="invalid_value"
                 )
