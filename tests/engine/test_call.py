@@ -555,11 +555,14 @@ async def test_deeply_nested_events_get_errors_and_the_call_survives(
     assert errors["evt_deep"]["param"] == "session.tools[0].parameters"
 
 
-def user_message(text: str, *, parts: int = 1, event_id: str) -> dict[str, Any]:
+def user_message(
+    text: str, *, parts: int = 1, event_id: str, item_id: str | None = None
+) -> dict[str, Any]:
     return {
         "type": "conversation.item.create",
         "event_id": event_id,
         "item": {
+            **({"id": item_id} if item_id else {}),
             "type": "message",
             "role": "user",
             "content": [{"type": "input_text", "text": text} for _ in range(parts)],
@@ -579,6 +582,122 @@ async def test_non_ascii_items_are_echoed_as_utf8(connect: Callable[..., Any]) -
     client.send({"type": "conversation.item.retrieve", "item_id": added["item"]["id"]})
     retrieved = await client.wait_for("conversation.item.retrieved")
     assert retrieved["item"] == added["item"]
+
+
+def respond_to(input_items: Any, *, event_id: str, **response: Any) -> dict[str, Any]:
+    return {
+        "type": "response.create",
+        "event_id": event_id,
+        "response": {"input": input_items, **response},
+    }
+
+
+def reference(item_id: Any) -> dict[str, Any]:
+    return {"type": "item_reference", "id": item_id}
+
+
+async def test_a_response_reads_its_input_instead_of_the_conversation(
+    connect: Callable[..., Any],
+) -> None:
+    """response.input used to be refused as an unknown parameter. A response given
+    input reads those items (references to the conversation's, or new ones) instead
+    of the conversation; new input items, and with conversation 'none' the response's
+    output, stay out of the conversation."""
+    client: RealtimeClient = await connect(
+        output_modalities=["text"], audio={"input": {"turn_detection": None}}
+    )
+    client.send(user_message("show the next picture", event_id="evt_ask", item_id="ask_next"))
+    # The latest turn is small talk, answered in words when the conversation is read.
+    client.send(user_message("hello there", event_id="evt_hello", item_id="hello"))
+    await client.wait_for("conversation.item.done", where=lambda e: e["item"]["id"] == "hello")
+
+    client.send(respond_to([reference("ask_next")], event_id="evt_oob", conversation="none"))
+    done = await client.wait_for("response.done")
+    assert done["response"]["conversation_id"] is None
+    call = done["response"]["output"][0]
+    assert call["type"] == "function_call"
+    assert json.loads(call["arguments"]) == {"action": "next"}
+    client.send({"type": "conversation.item.retrieve", "item_id": call["id"], "event_id": "evt_1"})
+    error = await client.wait_for("error")
+    assert (error["error"]["code"], error["error"]["event_id"]) == ("item_not_found", "evt_1")
+
+    mark = len(client.events)
+    inline = user_message("show the previous picture", event_id="-", item_id="inline_ask")["item"]
+    client.send(respond_to([inline], event_id="evt_inline"))
+    done = await client.wait_for("response.done", after=mark)
+    call = done["response"]["output"][0]
+    assert json.loads(call["arguments"]) == {"action": "previous"}
+    client.send({"type": "conversation.item.retrieve", "item_id": call["id"]})
+    assert (await client.wait_for("conversation.item.retrieved", after=mark))["item"] == call
+    client.send(
+        {"type": "conversation.item.retrieve", "item_id": "inline_ask", "event_id": "evt_2"}
+    )
+    error = await client.wait_for("error", after=mark)
+    assert (error["error"]["code"], error["error"]["event_id"]) == ("item_not_found", "evt_2")
+
+    # A tool's output given as input, after a reference to its call, is confirmed.
+    mark = len(client.events)
+    output = {
+        "type": "function_call_output",
+        "call_id": call["call_id"],
+        "output": json.dumps({"ok": True, "title": "A red fox"}),
+    }
+    client.send(respond_to([reference(call["id"]), output], event_id="evt_output"))
+    done = await client.wait_for("response.done", after=mark)
+    assert "red fox" in done["response"]["output"][0]["content"][0]["text"].lower()
+    assert "error" not in client.types(mark)
+
+
+async def test_bad_response_input_gets_errors_and_the_call_survives(
+    connect: Callable[..., Any],
+) -> None:
+    client: RealtimeClient = await connect(
+        output_modalities=["text"], audio={"input": {"turn_detection": None}}
+    )
+    client.send(user_message("show the next picture", event_id="evt_ask", item_id="ask_next"))
+    message = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}
+    cases: dict[str, tuple[Any, str, str]] = {
+        "evt_unknown": ([reference("nowhere")], "invalid_value", "response.input[0].id"),
+        "evt_second": (
+            [reference("ask_next"), reference("gone")],
+            "invalid_value",
+            "response.input[1].id",
+        ),
+        "evt_object": (reference("ask_next"), "invalid_type", "response.input"),
+        "evt_no_id": (
+            [{"type": "item_reference"}],
+            "missing_required_parameter",
+            "response.input[0].id",
+        ),
+        "evt_id_type": ([reference(7)], "invalid_type", "response.input[0].id"),
+        "evt_extra": (
+            [{**reference("ask_next"), "role": "user"}],
+            "unknown_parameter",
+            "response.input[0].role",
+        ),
+        "evt_string": (["ask_next"], "invalid_type", "response.input[0]"),
+        "evt_kind": ([{"type": "audio"}], "invalid_value", "response.input[0].type"),
+        "evt_role": ([{**message, "role": "robot"}], "invalid_value", "response.input[0].role"),
+        "evt_taken_id": ([{**message, "id": "ask_next"}], "invalid_value", "response.input[0].id"),
+        "evt_call_id": (
+            [{"type": "function_call_output", "call_id": "call_nowhere", "output": "{}"}],
+            "invalid_value",
+            "response.input[0].call_id",
+        ),
+    }
+    for event_id, (input_items, _, _) in cases.items():
+        client.send(respond_to(input_items, event_id=event_id))
+    await client.wait_count("error", len(cases))
+    errors = {e["error"]["event_id"]: e["error"] for e in client.events if e["type"] == "error"}
+    assert {key: (e["code"], e["param"]) for key, e in errors.items()} == {
+        key: (code, param) for key, (_, code, param) in cases.items()
+    }
+    assert "response.created" not in client.types()
+    assert "'nowhere'" in errors["evt_unknown"]["message"]
+
+    client.send(respond_to([reference("ask_next")], event_id="evt_good"))
+    done = await client.wait_for("response.done")
+    assert json.loads(done["response"]["output"][0]["arguments"]) == {"action": "next"}
 
 
 def _without_max_message_size(sdp: str) -> str:

@@ -33,6 +33,7 @@ from voice.engine.errors import EngineError
 from voice.engine.recognition import get_recognizer
 from voice.engine.registry import CallRegistry
 from voice.engine.session import (
+    check_array,
     check_int,
     check_max_output_tokens,
     check_metadata,
@@ -87,6 +88,7 @@ _CLIENT_EVENT_FIELDS: dict[str, tuple[str, ...]] = {
 }
 _RESPONSE_FIELDS = (
     "conversation",
+    "input",
     "instructions",
     "output_modalities",
     "tools",
@@ -169,6 +171,8 @@ class _Response:
     voice: str
     in_conversation: bool
     metadata: dict[str, Any] | None
+    # What the response reads instead of the conversation (response.input), if anything.
+    input: list[dict[str, Any]] | None = None
     state: str = "queued"  # queued → in_progress → done
     task: asyncio.Task[None] | None = None
     output: list[dict[str, Any]] = field(default_factory=list)
@@ -683,6 +687,7 @@ class Call:
             voice=audio_out.get("voice", session["audio"]["output"]["voice"]),
             in_conversation=config.get("conversation", "auto") != "none",
             metadata=config.get("metadata"),
+            input=config.get("input"),
         )
         self._response = response
         return response
@@ -747,12 +752,13 @@ class Call:
 
     async def _decide(self, response: _Response) -> brain.FunctionCall | brain.Reply:
         """Ask the brain: confirm a tool's output, or answer the latest user turn."""
-        last = self._items[-1] if self._items else None
+        items = self._items if response.input is None else response.input
+        last = items[-1] if items else None
         if last is not None and last["type"] == "function_call_output":
             call = next(
                 (
                     it
-                    for it in reversed(self._items)
+                    for it in reversed(items)
                     if it["type"] == "function_call" and it["call_id"] == last["call_id"]
                 ),
                 None,
@@ -1044,7 +1050,7 @@ class Call:
                 raise invalid_value(
                     "previous_item_id", f"no item '{previous_item_id}' in the conversation."
                 )
-        item = self._parse_item(data["item"])
+        item = self._parse_item(data["item"], path="item")
         previous = self._previous_item(previous_item_id)
         added = events.event("conversation.item.added", previous_item_id=previous, item=item)
         self._refuse_unsendable(added, "item")
@@ -1052,62 +1058,66 @@ class Call:
         self._send(added)
         self._send(events.event("conversation.item.done", previous_item_id=previous, item=item))
 
-    def _parse_item(self, raw: Any) -> dict[str, Any]:
+    def _parse_item(
+        self, raw: Any, *, path: str, earlier: list[dict[str, Any]] | None = None
+    ) -> dict[str, Any]:
+        """A new item at `path` of a client event; `earlier`: the items before it in a
+        response.input, which may hold the function call an output answers."""
         if not isinstance(raw, dict):
-            check_object(raw, "item", ())
+            check_object(raw, path, ())
+        known = self._items if earlier is None else [*self._items, *earlier]
         kind = raw.get("type", "message")
         item_id = raw.get("id")
         if item_id is not None:
-            check_string(item_id, "item.id", max_length=64)
-            if any(it["id"] == item_id for it in self._items):
-                raise invalid_value("item.id", f"an item '{item_id}' already exists.")
+            check_string(item_id, f"{path}.id", max_length=64)
+            if any(it["id"] == item_id for it in known):
+                raise invalid_value(f"{path}.id", f"an item '{item_id}' already exists.")
         item_id = item_id or events.new_id("item")
         base = {"id": item_id, "object": "realtime.item", "status": "completed"}
         if kind == "function_call_output":
-            check_object(raw, "item", ("id", "object", "type", "status", "call_id", "output"))
+            check_object(raw, path, ("id", "object", "type", "status", "call_id", "output"))
             for key in ("call_id", "output"):
                 if key not in raw:
-                    raise missing(f"item.{key}")
-            call_id = check_string(raw["call_id"], "item.call_id")
-            if not any(
-                it["type"] == "function_call" and it["call_id"] == call_id for it in self._items
-            ):
+                    raise missing(f"{path}.{key}")
+            call_id = check_string(raw["call_id"], f"{path}.call_id")
+            if not any(it["type"] == "function_call" and it["call_id"] == call_id for it in known):
                 raise invalid_value(
-                    "item.call_id", f"no function call '{call_id}' in the conversation."
+                    f"{path}.call_id", f"no function call '{call_id}' in the conversation."
                 )
-            output = check_string(raw["output"], "item.output", max_length=65_536)
+            output = check_string(raw["output"], f"{path}.output", max_length=65_536)
             return {**base, "type": kind, "call_id": call_id, "output": output}
         if kind == "function_call":
             check_object(
-                raw, "item", ("id", "object", "type", "status", "call_id", "name", "arguments")
+                raw, path, ("id", "object", "type", "status", "call_id", "name", "arguments")
             )
             for key in ("call_id", "name", "arguments"):
                 if key not in raw:
-                    raise missing(f"item.{key}")
+                    raise missing(f"{path}.{key}")
             return {
                 **base,
                 "type": kind,
-                "call_id": check_string(raw["call_id"], "item.call_id"),
-                "name": check_string(raw["name"], "item.name"),
-                "arguments": check_string(raw["arguments"], "item.arguments"),
+                "call_id": check_string(raw["call_id"], f"{path}.call_id"),
+                "name": check_string(raw["name"], f"{path}.name"),
+                "arguments": check_string(raw["arguments"], f"{path}.arguments"),
             }
         if kind != "message":
-            raise invalid_value(
-                "item.type", f"'{kind}'; use 'message', 'function_call' or 'function_call_output'."
-            )
-        check_object(raw, "item", ("id", "object", "type", "status", "role", "content"))
+            kinds = "'message', 'function_call' or 'function_call_output'"
+            if earlier is not None:
+                kinds = "'item_reference', " + kinds
+            raise invalid_value(f"{path}.type", f"'{kind}'; use {kinds}.")
+        check_object(raw, path, ("id", "object", "type", "status", "role", "content"))
         if "role" not in raw:
-            raise missing("item.role")
+            raise missing(f"{path}.role")
         role = raw["role"]
         if role not in ("user", "system", "assistant"):
-            raise invalid_value("item.role", "use 'user', 'system' or 'assistant'.")
+            raise invalid_value(f"{path}.role", "use 'user', 'system' or 'assistant'.")
         content = raw.get("content")
         if not isinstance(content, list) or not content:
-            raise invalid_value("item.content", "expected a non-empty array of content parts.")
+            raise invalid_value(f"{path}.content", "expected a non-empty array of content parts.")
         text_type = "output_text" if role == "assistant" else "input_text"
         parts = []
         for index, part in enumerate(content):
-            where = f"item.content[{index}]"
+            where = f"{path}.content[{index}]"
             check_object(part, where, ("type", "text"))
             if part.get("type") != text_type:
                 raise invalid_value(
@@ -1195,6 +1205,8 @@ class Call:
             if value not in ("auto", "none"):
                 raise invalid_value("response.conversation", "use 'auto' or 'none'.")
             result["conversation"] = value
+        if "input" in config:
+            result["input"] = self._parse_input(config["input"])
         if "instructions" in config:
             result["instructions"] = check_string(config["instructions"], "response.instructions")
         if "output_modalities" in config:
@@ -1222,6 +1234,26 @@ class Call:
                     output["voice"], "response.audio.output.voice"
                 )
         return result
+
+    def _parse_input(self, raw: Any) -> list[dict[str, Any]]:
+        """response.input: what the response reads instead of the conversation. New
+        items stay out of the conversation; a reference is resolved now, to the item
+        itself, so a turn still being transcribed is read with its transcript."""
+        context: list[dict[str, Any]] = []
+        for index, entry in enumerate(check_array(raw, "response.input")):
+            where = f"response.input[{index}]"
+            if not (isinstance(entry, dict) and entry.get("type") == "item_reference"):
+                context.append(self._parse_item(entry, path=where, earlier=context))
+                continue
+            check_object(entry, where, ("type", "id"))
+            if "id" not in entry:
+                raise missing(f"{where}.id")
+            item_id = check_string(entry["id"], f"{where}.id")
+            item = next((it for it in self._items if it["id"] == item_id), None)
+            if item is None:
+                raise invalid_value(f"{where}.id", f"no item '{item_id}' in the conversation.")
+            context.append(item)
+        return context
 
     def _response_cancel(self, data: dict[str, Any]) -> None:
         response = self._response

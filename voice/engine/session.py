@@ -124,6 +124,12 @@ def check_object(value: Any, path: str, allowed: tuple[str, ...]) -> dict[str, A
     return value
 
 
+def check_array(value: Any, path: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise _invalid_type(path, "an array", value)
+    return value
+
+
 def check_string(value: Any, path: str, *, max_length: int = 32_768) -> str:
     if not isinstance(value, str):
         raise _invalid_type(path, "a string", value)
