@@ -390,6 +390,71 @@ async def test_silence_after_a_reply_triggers_the_idle_timeout(
     assert "input_audio_buffer.speech_started" not in client.types()
 
 
+@pytest.mark.slow
+async def test_speech_stops_the_idle_timer_until_the_next_response_ends(
+    connect: Callable[..., Any], studio: Studio
+) -> None:
+    """Speech after a reply is not idleness: with no response to that turn
+    (create_response off), the silence after it triggers nothing, until a response
+    ends and the timer starts again from there."""
+    client: RealtimeClient = await connect(
+        output_modalities=["text"],
+        audio={
+            "input": {
+                "turn_detection": {
+                    "type": "server_vad",
+                    "idle_timeout_ms": 5000,
+                    "create_response": False,
+                }
+            }
+        },
+    )
+    hello = studio.pcm(HELLO)
+    say_text(client, "hello there")
+    await client.wait_for("response.done")
+    client.microphone.say(hello)
+    stopped = await client.wait_for("input_audio_buffer.speech_stopped")
+    await client.wait_for("conversation.item.input_audio_transcription.completed")
+    # Past the timeout counted from the reply's end (the turn was about 2 s of it).
+    await asyncio.sleep(5.0)
+    assert "input_audio_buffer.timeout_triggered" not in client.types(), client.types()
+
+    mark = len(client.events)
+    client.send({"type": "response.create"})
+    await client.wait_for("response.done", after=mark)
+    triggered = await client.wait_for("input_audio_buffer.timeout_triggered", timeout=15)
+    # Counted from the end of the response asked for after the wait, not of the first.
+    assert triggered["audio_start_ms"] > stopped["audio_end_ms"] + 4000
+    assert 5000 <= triggered["audio_end_ms"] - triggered["audio_start_ms"] < 5200
+
+
+@pytest.mark.slow
+async def test_new_turn_detection_restarts_the_idle_timer_at_its_own_zero(
+    connect: Callable[..., Any],
+) -> None:
+    """A session.update that changes turn_detection starts a new detector, whose
+    input-audio clock starts at zero: the idle timer counts from there, not from the
+    old detector's position (which would delay it by the length of the call)."""
+    client: RealtimeClient = await connect(
+        output_modalities=["text"],
+        audio={"input": {"turn_detection": {"type": "server_vad", "idle_timeout_ms": 5000}}},
+    )
+    await asyncio.sleep(1.5)  # the old detector's clock is well past zero
+    say_text(client, "hello there")
+    await client.wait_for("response.done")
+    detection = {"type": "server_vad", "idle_timeout_ms": 5000, "silence_duration_ms": 600}
+    client.send(
+        {
+            "type": "session.update",
+            "session": {"type": "realtime", "audio": {"input": {"turn_detection": detection}}},
+        }
+    )
+    await client.wait_for("session.updated")
+    triggered = await client.wait_for("input_audio_buffer.timeout_triggered", timeout=15)
+    assert triggered["audio_start_ms"] == 0
+    assert 5000 <= triggered["audio_end_ms"] < 5200
+
+
 def truncate(item_id: str, audio_end_ms: Any, *, event_id: str, **fields: Any) -> dict[str, Any]:
     return {
         "type": "conversation.item.truncate",
