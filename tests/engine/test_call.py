@@ -22,6 +22,7 @@ from tests.engine.client import RealtimeClient, subsequence
 from tests.engine.recordings import Studio, Take
 from tests.engine.server import NAVIGATE, EngineServer
 from voice.engine.call import MAX_CLIENT_EVENT_BYTES
+from voice.engine.vad import MAX_TURN_MS
 
 SHOW_NEXT = Take(text="show the next picture", lead_ms=300, tail_ms=900)
 HELLO = Take(text="hello there", lead_ms=0, tail_ms=900)
@@ -54,9 +55,10 @@ async def connect(
     async def open_call(
         munge: Callable[[str], str] | None = None,
         munge_answer: Callable[[str], str] | None = None,
+        microphone_speed: float = 1.0,
         **session: Any,
     ) -> RealtimeClient:
-        client = RealtimeClient()
+        client = RealtimeClient(microphone_speed=microphone_speed)
         clients.append(client)
         response = await client.connect(
             engine_server.engine_url,
@@ -198,6 +200,30 @@ async def test_speech_after_a_pause_is_heard(connect: Callable[..., Any], studio
     assert "previous" in transcribed["transcript"]
     arguments = await client.wait_for("response.function_call_arguments.done")
     assert json.loads(arguments["arguments"]) == {"action": "previous"}
+
+
+@pytest.mark.slow
+async def test_a_turn_of_unbroken_speech_ends_at_the_cap(
+    connect: Callable[..., Any], studio: Studio
+) -> None:
+    """Speech with no pause long enough to end the turn is cut at vad.MAX_TURN_MS, and
+    the call says so as for any turn: speech_stopped, then the commit of that audio."""
+    # Ten times faster than real time: 32 s of speech in about 3 s.
+    client: RealtimeClient = await connect(
+        microphone_speed=10.0, audio={"input": {"turn_detection": {"type": "server_vad"}}}
+    )
+    phrase = studio.pcm(Take("show me the next picture", voice="marin", lead_ms=0, tail_ms=100))
+    client.microphone.say(phrase * ((MAX_TURN_MS + 2000) * 32 // len(phrase) + 1))
+    started = await client.wait_for("input_audio_buffer.speech_started")
+    stopped = await client.wait_for("input_audio_buffer.speech_stopped", timeout=15)
+    committed = await client.wait_for("input_audio_buffer.committed")
+    assert started["item_id"] == stopped["item_id"] == committed["item_id"]
+    assert stopped["audio_end_ms"] - started["audio_start_ms"] == MAX_TURN_MS
+    # The speaker is still talking: the next turn starts at once, not after a silence.
+    following = await client.wait_for(
+        "input_audio_buffer.speech_started", where=lambda e: e["item_id"] != started["item_id"]
+    )
+    assert following["audio_start_ms"] - stopped["audio_end_ms"] < 300
 
 
 @pytest.mark.slow
