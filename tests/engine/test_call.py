@@ -702,9 +702,13 @@ async def test_a_response_reads_its_input_instead_of_the_conversation(
     client.send(user_message("hello there", event_id="evt_hello", item_id="hello"))
     await client.wait_for("conversation.item.done", where=lambda e: e["item"]["id"] == "hello")
 
+    mark = len(client.events)
     client.send(respond_to([reference("ask_next")], event_id="evt_oob", conversation="none"))
     done = await client.wait_for("response.done")
     assert done["response"]["conversation_id"] is None
+    # Out of band: its output is announced as the response's, never as the conversation's.
+    assert "response.output_item.added" in client.types(mark)
+    assert not {"conversation.item.added", "conversation.item.done"} & set(client.types(mark))
     call = done["response"]["output"][0]
     assert call["type"] == "function_call"
     assert json.loads(call["arguments"]) == {"action": "next"}

@@ -805,10 +805,7 @@ class Call:
         response.output_words = _words(arguments.replace('"', " "))
         common = {"response_id": response.id, "output_index": 0}
         self._send(events.event("response.output_item.added", **common, item=dict(item)))
-        previous = self._append_item(item) if response.in_conversation else None
-        self._send(
-            events.event("conversation.item.added", previous_item_id=previous, item=dict(item))
-        )
+        previous = self._conversation_item_added(response, item)
         for delta in _chunks(arguments, max(8, len(arguments) // 2 + 1)):
             self._send(
                 events.event(
@@ -831,8 +828,23 @@ class Call:
         )
         item.update(arguments=arguments, status="completed")
         response.output.append(item)
-        self._send(events.event("conversation.item.done", previous_item_id=previous, item=item))
+        self._conversation_item_done(response, previous, item)
         self._send(events.event("response.output_item.done", **common, item=item))
+
+    # conversation.item.added and .done speak of the default conversation only: an
+    # out-of-band response's output (conversation "none") is not in it.
+    def _conversation_item_added(self, response: _Response, item: dict[str, Any]) -> str | None:
+        if not response.in_conversation:
+            return None
+        previous = self._append_item(item)
+        self._send(events.event("conversation.item.added", previous_item_id=previous, item=item))
+        return previous
+
+    def _conversation_item_done(
+        self, response: _Response, previous: str | None, item: dict[str, Any]
+    ) -> None:
+        if response.in_conversation:
+            self._send(events.event("conversation.item.done", previous_item_id=previous, item=item))
 
     async def _speak(self, response: _Response, text: str) -> None:
         """A message item: transcript (or text) events, then the audio on the track."""
@@ -845,8 +857,7 @@ class Call:
         common = {"response_id": response.id, "output_index": 0}
         parts = {**common, "item_id": item["id"], "content_index": 0}
         self._send(events.event("response.output_item.added", **common, item=item))
-        previous = self._append_item(item) if response.in_conversation else None
-        self._send(events.event("conversation.item.added", previous_item_id=previous, item=item))
+        previous = self._conversation_item_added(response, item)
         self._send(
             events.event(
                 "response.content_part.added",
@@ -887,7 +898,7 @@ class Call:
         )
         item["status"] = "completed"
         response.output.append(item)
-        self._send(events.event("conversation.item.done", previous_item_id=previous, item=item))
+        self._conversation_item_done(response, previous, item)
         self._send(events.event("response.output_item.done", **common, item=item))
 
     async def _play(self, response: _Response, pcm: bytes, rate: int) -> None:
