@@ -124,20 +124,21 @@ def start_process(
 
 
 def start_daphne(
-    *, env: dict[str, str], log: Path, port: int | None = None
+    *, env: dict[str, str], log: Path, port: int | None = None, options: tuple[str, ...] = ()
 ) -> tuple[subprocess.Popen[bytes], int]:
-    """Daphne serving the site; the process and its port. Without `port` the socket is
-    bound here and handed over by file descriptor, so no other process can take the
-    port in between; with one (a restart on the same port) Daphne binds it itself."""
+    """Daphne serving the site, with `options` (as --proxy-headers); the process and its
+    port. Without `port` the socket is bound here and handed over by file descriptor, so
+    no other process can take the port in between; with one (a restart on the same
+    port) Daphne binds it itself."""
     if port is not None:
-        args = ["-m", "daphne", "-b", "127.0.0.1", "-p", str(port), ASGI_APP]
+        args = ["-m", "daphne", *options, "-b", "127.0.0.1", "-p", str(port), ASGI_APP]
         return start_process(args, env={**env, "PORT": str(port)}, log=log), port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(64)
         bound: int = listener.getsockname()[1]
         fd = listener.fileno()
-        args = ["-m", "daphne", "--fd", str(fd), ASGI_APP]
+        args = ["-m", "daphne", *options, "--fd", str(fd), ASGI_APP]
         process = start_process(args, env={**env, "PORT": str(bound)}, log=log, pass_fds=(fd,))
     return process, bound
 
