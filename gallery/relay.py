@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import weakref
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -28,6 +28,10 @@ logger = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.5
 BATCH = 100
+# `updated_at` is taken when a row is saved, not when its transaction commits: a change
+# can become visible after a newer one. Each poll looks this far behind the newest
+# change seen, past the longest a save waits to commit (SQLite's busy timeout, 20 s).
+LOOKBACK = timedelta(seconds=30)
 
 _relays: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]] = (
     weakref.WeakKeyDictionary()
@@ -58,8 +62,12 @@ async def stop_image_relay() -> None:
 class ImageRelay:
     def __init__(self, layer: Any) -> None:
         self.layer = layer
-        self.since: datetime = timezone.now()
-        self.seen_at_since: set[int] = set()
+        # What changed before the relay started is the pages' own business: they read
+        # the state when they connect.
+        self.started: datetime = timezone.now()
+        self.since: datetime = self.started  # the newest change seen
+        # Changes relayed within the look-back, by image: the `updated_at` each was sent at.
+        self.sent: dict[int, datetime] = {}
 
     async def run(self) -> None:
         while True:
@@ -82,24 +90,28 @@ class ImageRelay:
         return len(changes)
 
     def _changes(self) -> list[tuple[dict[str, Any], int, dict[str, Any] | None]]:
-        # `>=` plus the ids already sent at that instant: rows written in the same
-        # microsecond as the last one seen are neither lost nor sent twice.
-        images = list(
-            Image.objects.filter(updated_at__gte=self.since, terminal__isnull=False)
-            .exclude(pk__in=self.seen_at_since, updated_at=self.since)
-            .order_by("updated_at", "id")[:BATCH]
+        # Ids and times first (a cheap read of the look-back), then whole rows for what
+        # has not been relayed at that time.
+        floor = max(self.since - LOOKBACK, self.started)
+        recent = Image.objects.filter(updated_at__gte=floor, terminal__isnull=False).values_list(
+            "pk", "updated_at"
         )
-        if not images:
+        unsent = sorted((at, pk) for pk, at in recent if self.sent.get(pk) != at)[:BATCH]
+        if not unsent:
             return []
-        newest = images[-1].updated_at
-        if newest != self.since:
-            self.seen_at_since = set()
-        self.since = newest
-        self.seen_at_since |= {i.pk for i in images if i.updated_at == newest}
+        images = list(
+            Image.objects.filter(pk__in=[pk for _, pk in unsent]).order_by("updated_at", "id")
+        )
+        for image in images:
+            self.sent[image.pk] = image.updated_at
+            self.since = max(self.since, image.updated_at)
+        horizon = self.since - LOOKBACK
+        self.sent = {pk: at for pk, at in self.sent.items() if at >= horizon}
         shown = self._terminals_showing(images)
         changes = []
         for image in images:
-            assert image.terminal_id is not None
+            if image.terminal_id is None:  # moved off its terminal since the first read
+                continue
             state = None
             terminal = shown.get(image.terminal_id)
             if image.is_ready and terminal is not None and terminal.current_image_id == image.pk:

@@ -272,6 +272,32 @@ def _finish_as_worker(image_id: int, terminal_id: int) -> None:
     Terminal.objects.filter(pk=terminal_id).update(current_image_id=image_id, version=1)
 
 
+@pytest.mark.django_db(transaction=True)
+async def test_relay_carries_a_change_that_commits_after_a_newer_timestamp(
+    make_terminal: Callable[..., Terminal], owner: Any
+) -> None:
+    """`updated_at` is taken when a row is saved, not when its transaction commits: the
+    worker finishing image A saves it at t1, then (still in its transaction) makes it the
+    terminal's picture; meanwhile a web request queues image B at t2 > t1 and commits
+    first. A poll between the two commits moves the relay's cursor to t2, and A's
+    `ready` (t1) is never relayed: viewers in this process never hear it is ready."""
+    terminal = await database_sync_to_async(make_terminal)(images=0)
+    first = await database_sync_to_async(queued_image)(owner, terminal)
+    second = await database_sync_to_async(queued_image)(owner, terminal)
+    layer = get_channel_layer()
+    image_relay = relay.ImageRelay(layer)
+    t1 = timezone.now() + timedelta(seconds=1)
+    t2 = t1 + timedelta(milliseconds=5)
+
+    def commit(image_id: int, status: str, at: Any) -> None:
+        Image.objects.filter(pk=image_id).update(status=status, updated_at=at)
+
+    await database_sync_to_async(commit)(second.pk, Image.Status.QUEUED, t2)  # B commits
+    assert await image_relay.poll_once() == 1
+    await database_sync_to_async(commit)(first.pk, Image.Status.READY, t1)  # A commits
+    assert await image_relay.poll_once() == 1, "A's ready was skipped by the cursor"
+
+
 async def test_relay_stays_off_with_a_shared_channel_layer(settings: Any) -> None:
     settings.CHANNEL_LAYERS = {
         "default": {
