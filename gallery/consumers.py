@@ -125,6 +125,9 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
             if self.terminal_id is not None:
                 catch_up().discard(terminal_id=self.terminal_id, viewer=self)
                 await self._leave_feed(self.terminal_id)
+                # Ended without disconnect() (cancelled by the server, or a handler's
+                # error): the in-memory registry never forgets a viewer by itself.
+                await self._uncount()
             if self.guard is not None:
                 await self.guard.stop()
 
@@ -242,19 +245,24 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
         await self._drain_commands()
         if self.terminal_id is not None:
             catch_up().discard(terminal_id=self.terminal_id, viewer=self)
-            try:
-                self.viewers = await viewer_registry().leave(
-                    terminal_id=self.terminal_id, channel_name=self.channel_name
-                )
-                count_announcer().changed(terminal_id=self.terminal_id)
-            except LAYER_ERRORS as error:
-                # A shared registry's entry expires by itself (gallery.presence).
-                logger.warning(
-                    "Uncounting a viewer of terminal %s failed (%s)",
-                    self.terminal_id,
-                    layer_failure(error),
-                )
+            await self._uncount()
             self.terminal_id = None
+
+    async def _uncount(self) -> None:
+        """Leave the terminal's viewers, and have the count announced."""
+        assert self.terminal_id is not None
+        try:
+            self.viewers = await viewer_registry().leave(
+                terminal_id=self.terminal_id, channel_name=self.channel_name
+            )
+            count_announcer().changed(terminal_id=self.terminal_id)
+        except LAYER_ERRORS as error:
+            # A shared registry's entry expires by itself (gallery.presence).
+            logger.warning(
+                "Uncounting a viewer of terminal %s failed (%s)",
+                self.terminal_id,
+                layer_failure(error),
+            )
 
     async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
         """Runs when the server hangs up (refusal, oversized frame, revoked access,

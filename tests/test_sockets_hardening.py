@@ -287,6 +287,28 @@ async def test_a_socket_cancelled_by_the_server_gives_its_place_back(
     await again.disconnect()
 
 
+async def test_a_socket_cancelled_by_the_server_is_no_longer_counted_as_watching(
+    world: Callable[[], Any],
+) -> None:
+    """Daphne cancels an application that outlives its close timeout; the in-memory
+    registry never expires an entry, so whatever ends the socket must uncount it, as
+    `__call__`'s `finally` already gives back its place in the per-user cap."""
+    terminal, _, _ = await world()
+    watcher = await open_terminal(terminal)
+    doomed = await open_terminal(terminal)
+    try:
+        assert (await watcher.receive_type("terminal.viewers"))["viewers"] == 2
+        assert await presence.viewer_registry().count(terminal_id=terminal.pk) == 2
+        doomed.communicator.future.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await doomed.communicator.future
+        assert await presence.viewer_registry().count(terminal_id=terminal.pk) == 1
+        assert (await watcher.receive_type("terminal.viewers"))["viewers"] == 1
+    finally:
+        await watcher.disconnect()
+    assert await presence.viewer_registry().count(terminal_id=terminal.pk) == 0
+
+
 async def test_local_places_expire_unless_refreshed() -> None:
     now = [0.0]
     counter = sockets.LocalSocketCounter(clock=lambda: now[0])
