@@ -380,16 +380,15 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
         group."""
         if self.terminal_id is None or self.guard is None:
             return
-        broadcasts: list[HeldMessage] = []
+        # Shielded: a hang-up cancels the command runner after DRAIN_SECONDS, but a
+        # navigation already on the database thread commits all the same, and its
+        # viewers must still hear of it.
+        moving = asyncio.ensure_future(self._navigate_and_broadcast(command))
         try:
-            login_holds = await database_sync_to_async(_navigate)(
-                guard=self.guard,
-                terminal_id=self.terminal_id,
-                user=self.user,
-                action=command["action"],
-                image_id=command.get("image_id"),
-                broadcasts=broadcasts,
-            )
+            login_holds = await asyncio.shield(moving)
+        except asyncio.CancelledError:
+            moving.add_done_callback(_outcome_unheard)
+            raise
         except services.GalleryError as error:
             await self._send_error(error.code, error.message)
             return
@@ -403,11 +402,24 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
         except LAYER_ERRORS as error:  # the session cache, read for the login check
             await self._login_check_failed(error)
             return
+        if not login_holds:
+            await self._close_login_gone()
+
+    async def _navigate_and_broadcast(self, command: events.NavigateCommand) -> bool:
+        assert self.terminal_id is not None and self.guard is not None
+        broadcasts: list[HeldMessage] = []
+        try:
+            return await database_sync_to_async(_navigate)(
+                guard=self.guard,
+                terminal_id=self.terminal_id,
+                user=self.user,
+                action=command["action"],
+                image_id=command.get("image_id"),
+                broadcasts=broadcasts,
+            )
         finally:
             # The new state, sent from here rather than from the database thread.
             await group_send_held(broadcasts)
-        if not login_holds:
-            await self._close_login_gone()
 
     async def sync(self, command: events.SyncCommand) -> None:
         """Runs on `terminal.sync` (after a reconnect or a gap in versions): answer this
@@ -673,6 +685,13 @@ def _state_and_rights(
         selectors.terminal_state(terminal=terminal),
         selectors.terminal_rights(user=user, terminal=terminal),
     )
+
+
+def _outcome_unheard(task: asyncio.Future[Any]) -> None:
+    """A navigation whose socket went away meanwhile: its broadcast went out, and its
+    answer (an error for that socket) has nobody left to hear it."""
+    if not task.cancelled() and task.exception() is not None:
+        logger.info("A navigation ended after its socket closed: %r", task.exception())
 
 
 def _navigate(

@@ -296,3 +296,40 @@ def test_a_login_is_checked_in_the_database_while_the_session_cache_is_down(
     settings.SESSION_ENGINE = "artterminal.sessions"
     assert socket_login_holds(session_key=store.session_key or "", user_id=user.pk)
     assert not socket_login_holds(session_key=store.session_key or "", user_id=user.pk + 1)
+
+
+async def test_a_navigation_that_commits_after_its_socket_hung_up_still_reaches_the_viewers(
+    make_terminal: Callable[..., Terminal],
+    owner: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A hang-up waits DRAIN_SECONDS for the commands sent before it, then cancels the
+    runner. A navigation already on the database thread is not stopped by that: it
+    commits, and its broadcast, held for the cancelled runner to send, is sent by nobody."""
+    monkeypatch.setattr(consumers, "DRAIN_SECONDS", 0.3)
+    navigate = services.terminal_navigate
+
+    def slow_navigate(**kwargs: Any) -> Terminal:
+        time.sleep(1.0)  # as one waiting on the terminal's row lock or SQLite's busy timeout
+        return navigate(**kwargs)
+
+    monkeypatch.setattr(services, "terminal_navigate", slow_navigate)
+    terminal = await database_sync_to_async(make_terminal)(images=3)
+    watcher = await open_terminal(terminal)
+    driver = await open_terminal(terminal, await database_sync_to_async(cookie_for)(owner))
+    try:
+        await driver.send(NEXT)
+        await asyncio.sleep(0.1)  # on the database thread now
+        await driver.disconnect()
+        for _ in range(30):
+            if await version(terminal) == 1:
+                break
+            await asyncio.sleep(0.1)
+        assert await version(terminal) == 1  # the navigation committed
+        heard = []
+        while not await watcher.receive_nothing(2.0):
+            heard.append(await watcher.receive())
+        states = [m["version"] for m in heard if m["type"] == "terminal.state"]
+        assert states == [1], heard
+    finally:
+        await watcher.disconnect()
