@@ -44,6 +44,8 @@ from gallery.models import Terminal
 from gallery.presence import count_announcer, viewer_registry
 
 logger = logging.getLogger(__name__)
+# Image progress held while a socket's rights are re-read: the newest this many.
+HELD_PROGRESS = 50
 
 # Commands one socket may have waiting to run, past which it is told `busy`: as many as
 # its message burst (WEBSOCKET_MESSAGE_BURST), so only a socket that keeps sending
@@ -80,6 +82,13 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
         # Rights changed but the state carrying them could not be read: the next
         # periodic check sends it.
         self.state_owed = False
+        # Re-reads of the rights after a `terminal.access` still in flight, or one
+        # that failed: the change may have taken this socket's right to watch, and a
+        # state reaching it meanwhile (through the feed, which nothing orders against
+        # the user's group) is held back until the rights are known again.
+        self.rights_rereads = 0
+        self.rights_doubtful = False
+        self.held_progress: list[dict[str, Any]] = []
         self.viewers = 0
         self.sent_viewers = -1
         self.presence_task: asyncio.Task[None] | None = None
@@ -474,6 +483,9 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
             return
         if not self.rights.can_watch:
             return
+        if self._rights_in_doubt():
+            self.state_owed = True
+            return
         await self._send_state(
             cast(events.TerminalStateEvent, event), can_control=self.rights.can_control
         )
@@ -485,7 +497,15 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
         terminal_id = event.get("terminal_id")
         if terminal_id is not None and terminal_id != self.terminal_id:
             return
-        await self._refresh_rights(send_if_behind=False)
+        self.rights_rereads += 1
+        try:
+            read = await self._refresh_rights(send_if_behind=False, rereads_before_me=1)
+        finally:
+            self.rights_rereads -= 1
+        if not read:
+            self.rights_doubtful = True
+            self.state_owed = True
+        await self._release_held_progress()
 
     async def terminal_viewers(self, event: dict[str, Any]) -> None:
         """Runs when a socket of this terminal opened or closed anywhere. A count holds
@@ -498,8 +518,24 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
         fails (gallery.broadcast.image_changed)."""
         if self.closing or self.terminal_id is None or not self.rights.can_watch:
             return
+        if self._rights_in_doubt():
+            # Held, not dropped: a job's end is news a state does not carry.
+            self.held_progress = [*self.held_progress, event][-HELD_PROGRESS:]
+            return
         message: events.ImageProgressMessage = {"type": "image.progress", "image": event["image"]}
         await self.send_json(message)
+
+    def _rights_in_doubt(self) -> bool:
+        return self.rights_rereads > 0 or self.rights_doubtful
+
+    async def _release_held_progress(self) -> None:
+        """Once the rights are known again: the progress held meanwhile, if this socket
+        may still watch (a closing one drops it)."""
+        if self._rights_in_doubt() or not self.held_progress:
+            return
+        held, self.held_progress = self.held_progress, []
+        for event in held:
+            await self.image_progress(event)
 
     async def user_logout(self, event: dict[str, Any]) -> None:
         """Runs when this socket's user logged out (gallery.broadcast.user_sockets_close):
@@ -510,41 +546,54 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
 
     async def catch_up(self, event: events.TerminalStateEvent) -> None:
         """gallery.catch_up found this socket behind the terminal: send the current state."""
-        if not self.closing and self.rights.can_watch:
-            await self._send_state(event, can_control=self.rights.can_control)
+        if self.closing or not self.rights.can_watch:
+            return
+        if self._rights_in_doubt():
+            self.state_owed = True
+            return
+        await self._send_state(event, can_control=self.rights.can_control)
 
     async def _check_periodically(self) -> None:
         """Every WEBSOCKET_SESSION_CHECK_SECONDS (artterminal.sockets): rights that
         changed without a signal (a `QuerySet.update`), and states lost to the channel
         layer that gallery.catch_up never heard of (every one of them lost)."""
         await self._refresh_rights(send_if_behind=True)
+        await self._release_held_progress()
 
-    async def _refresh_rights(self, *, send_if_behind: bool) -> None:
+    async def _refresh_rights(self, *, send_if_behind: bool, rereads_before_me: int = 0) -> bool:
         """Read this socket's rights (and its user) again; close it if it may no longer
         watch, and send the state again if what it may do changed (or, with
-        `send_if_behind`, when the terminal moved past what this socket was sent)."""
+        `send_if_behind`, when the terminal moved past what this socket was sent).
+        False when the rights could not be read. `rereads_before_me`: this call's own
+        count in `rights_rereads`; a re-read started after it has the last word."""
         if self.closing or self.terminal_id is None:
-            return
+            return True
         try:
             found = await database_sync_to_async(_current_rights)(
                 terminal_id=self.terminal_id, user=self.user
             )
         except DatabaseError:
             logger.warning("Re-reading rights on terminal %s failed", self.terminal_id)
-            return
+            return False
         if found is None:
             await self._close_gone()
-            return
+            return True
         self.user, rights, version = found
         changed, self.rights = rights != self.rights, rights
+        self.rights_doubtful = False
+        wanted = changed or self.state_owed or (send_if_behind and version > self.sent_version)
         if not rights.can_watch:
             await self._close_forbidden()
-        elif changed or self.state_owed or (send_if_behind and version > self.sent_version):
+        elif self.rights_rereads > rereads_before_me:
+            # A later change is still being read: what it allows decides what is sent.
+            self.state_owed = self.state_owed or wanted
+        elif wanted:
             try:
                 await self._send_fresh_state()
             except DatabaseError:
                 logger.warning("Reading terminal %s for new rights failed", self.terminal_id)
                 self.state_owed = True
+        return True
 
     async def _send_fresh_state(self) -> None:
         if self.terminal_id is None:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
@@ -44,6 +45,13 @@ def _version(terminal: Terminal) -> int:
 
 
 version = database_sync_to_async(_version)
+
+
+async def _next_not_a_count(socket: Socket) -> dict[str, Any]:
+    while True:
+        message = await socket.receive()
+        if message["type"] != "terminal.viewers":
+            return message
 
 
 def _busy_database_thread(seconds: float) -> asyncio.Task[None]:
@@ -298,6 +306,41 @@ def test_a_login_is_checked_in_the_database_while_the_session_cache_is_down(
     assert not socket_login_holds(session_key=store.session_key or "", user_id=user.pk + 1)
 
 
+async def test_a_member_removed_before_a_navigation_commits_never_sees_its_picture(
+    make_terminal: Callable[..., Terminal],
+    make_user: Callable[..., Any],
+    owner: Any,
+    add_member: Callable[..., TerminalMembership],
+) -> None:
+    """The removal arrives on the member's own channel (its user group) while the next
+    state arrives through the terminal's feed: nothing orders the two. With the database
+    thread busy, the member's re-read of its rights waits behind a navigation that
+    commits after the removal, and the feed hands that navigation's picture to a socket
+    still trusting its cached rights."""
+    terminal = await database_sync_to_async(make_terminal)(images=3, is_public=False)
+    member = await database_sync_to_async(make_user)()
+    membership = await database_sync_to_async(add_member)(
+        terminal, member, TerminalMembership.Role.VIEWER
+    )
+    watching = await open_terminal(terminal, await database_sync_to_async(cookie_for)(member))
+    driving = await open_terminal(terminal, await database_sync_to_async(cookie_for)(owner))
+    try:
+        busy = _busy_database_thread(0.5)
+        await driving.send(NEXT)  # queued on the database thread behind the slow write
+        await asyncio.sleep(0.1)
+        # The owner removes the member elsewhere (the admin, another process) and it
+        # commits now, before the navigation does.
+        await sync_to_async(membership.delete, thread_sensitive=False)()
+        await busy
+        assert (await driving.receive_type("terminal.state"))["version"] == 1
+        first = await _next_not_a_count(watching)
+        assert (first["type"], first.get("code")) == ("error", "forbidden"), first
+        assert await watching.receive_close() == 4003
+    finally:
+        await watching.disconnect()
+        await driving.disconnect()
+
+
 async def test_a_navigation_that_commits_after_its_socket_hung_up_still_reaches_the_viewers(
     make_terminal: Callable[..., Terminal],
     owner: Any,
@@ -333,3 +376,34 @@ async def test_a_navigation_that_commits_after_its_socket_hung_up_still_reaches_
         assert states == [1], heard
     finally:
         await watcher.disconnect()
+
+
+async def test_progress_held_while_a_members_rights_are_reread_reaches_them_after(
+    make_terminal: Callable[..., Terminal],
+    make_user: Callable[..., Any],
+    add_member: Callable[..., TerminalMembership],
+) -> None:
+    """A change that leaves the member watching (made a controller): the progress held
+    back while its rights were re-read still reaches it, after the state with its new
+    rights."""
+    terminal = await database_sync_to_async(make_terminal)(images=1, is_public=False)
+    member = await database_sync_to_async(make_user)()
+    membership = await database_sync_to_async(add_member)(
+        terminal, member, TerminalMembership.Role.VIEWER
+    )
+    watching = await open_terminal(terminal, await database_sync_to_async(cookie_for)(member))
+    try:
+        busy = _busy_database_thread(0.5)
+        membership.role = TerminalMembership.Role.CONTROLLER
+        await sync_to_async(membership.save, thread_sensitive=False)()
+        await asyncio.sleep(0.1)  # its re-read waits behind the busy database thread
+        progress = {"id": 7, "status": "generating", "progress": 40}
+        await get_channel_layer().group_send(
+            terminal_group_name(terminal.pk), {"type": "image.progress", "image": progress}
+        )
+        await busy
+        state = await _next_not_a_count(watching)
+        assert (state["type"], state["can_control"]) == ("terminal.state", True), state
+        assert (await _next_not_a_count(watching)) == {"type": "image.progress", "image": progress}
+    finally:
+        await watching.disconnect()
