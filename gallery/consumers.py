@@ -11,6 +11,7 @@ import contextlib
 import importlib
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any, cast
 
 from autobahn.exception import Disconnected
@@ -21,6 +22,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
 from django.db import DatabaseError
+from django.utils import timezone
 
 from artterminal.groups import user_group_name
 from artterminal.layers import (
@@ -38,6 +40,7 @@ from artterminal.sockets import (
     SocketGuard,
 )
 from gallery import events, selectors, services
+from gallery.broadcast import image_progress_payload
 from gallery.catch_up import catch_up
 from gallery.feeds import feeds
 from gallery.models import Terminal
@@ -46,6 +49,9 @@ from gallery.presence import count_announcer, viewer_registry
 logger = logging.getLogger(__name__)
 # Image progress held while a socket's rights are re-read: the newest this many.
 HELD_PROGRESS = 50
+# A page back from an outage hears of jobs that failed this recently (older failures
+# it would have heard of, or is better off not hearing of now).
+JOBS_FAILED_WITHIN = timedelta(minutes=15)
 
 # Commands one socket may have waiting to run, past which it is told `busy`: as many as
 # its message burst (WEBSOCKET_MESSAGE_BURST), so only a socket that keeps sending
@@ -434,7 +440,7 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
         """Runs on `terminal.sync` (after a reconnect or a gap in versions): answer this
         socket alone with the current state."""
         try:
-            await self._send_fresh_state()
+            await self._send_fresh_state(with_jobs=command.get("jobs", False))
         except DatabaseError:
             logger.exception("Reading terminal %s for a sync failed", self.terminal_id)
             await self._send_error("unavailable", "The gallery is busy; please try again.")
@@ -595,16 +601,18 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
                 self.state_owed = True
         return True
 
-    async def _send_fresh_state(self) -> None:
+    async def _send_fresh_state(self, *, with_jobs: bool = False) -> None:
+        """The current state, read now; `with_jobs` adds the terminal's jobs, whose news
+        a page may have missed while its socket was down."""
         if self.terminal_id is None:
             return
         found = await database_sync_to_async(_state_and_rights)(
-            terminal_id=self.terminal_id, user=self.user
+            terminal_id=self.terminal_id, user=self.user, with_jobs=with_jobs
         )
         if found is None:
             await self._close_gone()
             return
-        state, self.rights = found
+        state, self.rights, jobs = found
         self.state_owed = False
         if not self.rights.can_watch:
             await self._close_forbidden()
@@ -612,6 +620,8 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
         await self._send_state(
             events.terminal_state_event(state), can_control=self.rights.can_control, force=True
         )
+        if jobs is not None and not self.closing:
+            await self.send_json(events.terminal_jobs_message(jobs))
 
     async def _send_state(
         self, event: events.TerminalStateEvent, *, can_control: bool, force: bool = False
@@ -725,15 +735,21 @@ def _current_rights(
 
 
 def _state_and_rights(
-    *, terminal_id: int, user: selectors.AnyUser
-) -> tuple[dict[str, Any], selectors.TerminalRights] | None:
+    *, terminal_id: int, user: selectors.AnyUser, with_jobs: bool = False
+) -> tuple[dict[str, Any], selectors.TerminalRights, list[dict[str, Any]] | None] | None:
     terminal = Terminal.objects.select_related("current_image").filter(pk=terminal_id).first()
     if terminal is None:
         return None
-    return (
-        selectors.terminal_state(terminal=terminal),
-        selectors.terminal_rights(user=user, terminal=terminal),
-    )
+    rights = selectors.terminal_rights(user=user, terminal=terminal)
+    jobs = None
+    if with_jobs and rights.can_watch:
+        jobs = [
+            image_progress_payload(image)
+            for image in selectors.terminal_jobs_news(
+                terminal_id=terminal_id, failed_since=timezone.now() - JOBS_FAILED_WITHIN
+            )
+        ]
+    return selectors.terminal_state(terminal=terminal), rights, jobs
 
 
 def _outcome_unheard(task: asyncio.Future[Any]) -> None:

@@ -30,9 +30,12 @@ class NavigateCommand(TypedDict):
 
 
 class SyncCommand(TypedDict):
-    """Ask for a fresh `terminal.state` (after a reconnect or a gap in `version`)."""
+    """Ask for a fresh `terminal.state` (after a reconnect or a gap in `version`); with
+    `jobs`, a `terminal.jobs` after it (a page showing jobs that may have ended while
+    its socket was down)."""
 
     type: Literal["terminal.sync"]
+    jobs: NotRequired[bool]
 
 
 ClientMessage = NavigateCommand | SyncCommand
@@ -87,6 +90,15 @@ class ImageProgress(TypedDict):
 class ImageProgressMessage(TypedDict):
     type: Literal["image.progress"]
     image: ImageProgress
+
+
+class TerminalJobsMessage(TypedDict):
+    """The terminal's jobs as they stand, for a page that may have missed their news:
+    those being made and those that failed lately; a job it shows that is neither has
+    ended."""
+
+    type: Literal["terminal.jobs"]
+    images: list[ImageProgress]
 
 
 class ErrorMessage(TypedDict):
@@ -192,10 +204,14 @@ def terminal_viewers_message(viewers: int) -> TerminalViewersMessage:
     return {"type": "terminal.viewers", "viewers": viewers}
 
 
+def terminal_jobs_message(images: list[Any]) -> TerminalJobsMessage:
+    return {"type": "terminal.jobs", "images": images}
+
+
 # For each client type: its fields (besides `type`) with their types, and which are required.
 _FIELDS: Final[dict[str, dict[str, type]]] = {
     "terminal.navigate": {"action": str, "image_id": int},
-    "terminal.sync": {},
+    "terminal.sync": {"jobs": bool},
 }
 _REQUIRED: Final[dict[str, frozenset[str]]] = {
     "terminal.navigate": frozenset({"action"}),
@@ -242,6 +258,8 @@ def parse_client_message(text: str, *, max_bytes: int) -> ClientMessage:
             )
     if kind == "terminal.navigate":
         return _navigate_command(data)
+    if data.get("jobs") is True:
+        return {"type": "terminal.sync", "jobs": True}
     return {"type": "terminal.sync"}
 
 
@@ -272,7 +290,9 @@ def _is_type(value: Any, expected: type) -> bool:
 
 
 def _type_name(expected: type) -> str:
-    return {int: "whole number", str: "string"}.get(expected, expected.__name__)
+    return {int: "whole number", str: "string", bool: "true or false"}.get(
+        expected, expected.__name__
+    )
 
 
 def _refuse_constant(name: str) -> Any:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import operator
+from datetime import datetime
 from typing import Any, NamedTuple
 
 from django.contrib.auth.base_user import AbstractBaseUser
@@ -265,6 +267,20 @@ def images_visible_to(*, user: AnyUser, images: QuerySet[Image]) -> QuerySet[Ima
     return images.filter(
         Q(terminal__isnull=True) | Q(terminal__in=terminals_visible_to(user=user).values("pk"))
     )
+
+
+def terminal_jobs_news(*, terminal_id: int, failed_since: datetime, limit: int = 10) -> list[Image]:
+    """What a page that was away needs to bring its "In the works" list up to date: the
+    pictures still being made for the terminal, and those that failed since
+    `failed_since` (a job that is neither has finished, or is gone). Oldest first."""
+    making = Image.objects.filter(
+        terminal_id=terminal_id, status__in=[Image.Status.QUEUED, Image.Status.GENERATING]
+    )
+    failed = Image.objects.filter(
+        terminal_id=terminal_id, status=Image.Status.FAILED, updated_at__gte=failed_since
+    )
+    found = [*making.order_by("id")[:limit], *failed.order_by("-id")[:limit]]
+    return sorted(found, key=operator.attrgetter("pk"))
 
 
 def terminal_images_in_progress(*, terminal: Terminal, limit: int = 10) -> QuerySet[Image]:

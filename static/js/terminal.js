@@ -194,6 +194,12 @@ function jobItem(id) {
   return item;
 }
 
+function jobsInTheMaking() {
+  return [...el.jobs.children].some(
+    (item) => item.dataset.status === "queued" || item.dataset.status === "generating",
+  );
+}
+
 function renderJobsEmpty() {
   el.jobsEmpty.hidden = el.jobs.children.length > 0;
 }
@@ -271,6 +277,27 @@ const handlers = {
     // A finished picture joins the terminal's collection: refresh the strip and count.
     if (image.status === "ready") requestSync();
   },
+  // The jobs as they stand, when the socket opens or the page catches up: progress
+  // sent while this page was away never reached it.
+  "terminal.jobs": (message) => {
+    if (!Array.isArray(message.images)) return;
+    const listed = new Set();
+    for (const image of message.images) {
+      if (!image || typeof image.id !== "number") continue;
+      listed.add(image.id);
+      const shown = el.jobs.querySelector(`[data-job-id="${CSS.escape(String(image.id))}"]`);
+      // A failure is news to a page that showed the job being made, not to one that
+      // never saw it.
+      if (image.status === "failed" && !shown) continue;
+      renderJob(image, { quiet: !shown });
+    }
+    // Shown as being made and no longer listed: it ended while this page was away
+    // (its picture, if it was made, is in the state).
+    for (const item of [...el.jobs.children]) {
+      const making = item.dataset.status === "queued" || item.dataset.status === "generating";
+      if (making && !listed.has(Number(item.dataset.jobId))) removeJob(item);
+    }
+  },
   error: (message) => {
     syncPending = false;
     showNotice(message.message || "Something went wrong. Please try again.");
@@ -327,6 +354,9 @@ function connect() {
     firstStateAfterOpen = true;
     syncPending = false;
     setConnection("open", "Live");
+    // Jobs shown as being made may have ended while no socket was open (or before
+    // the first one): ask how they stand.
+    if (jobsInTheMaking()) syncPending = send({ type: "terminal.sync", jobs: true });
   });
   ws.addEventListener("message", onMessage);
   ws.addEventListener("close", (event) => {

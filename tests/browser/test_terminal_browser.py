@@ -261,3 +261,42 @@ def test_a_server_that_takes_the_socket_only_to_say_it_is_busy_is_asked_less_and
     assert 3 <= len(handshakes) <= 5, [round(t - handshakes[0], 2) for t in handshakes]
     gaps = [later - earlier for earlier, later in itertools.pairwise(handshakes)]
     assert gaps[-1] > gaps[0]
+
+
+def test_jobs_that_ended_while_the_viewer_was_away_are_brought_up_to_date(
+    live_site: LiveSite, new_page: Callable[..., Any]
+) -> None:
+    terminal = live_site.seed_terminal("night-shift", images=3)
+    made, failed = terminal.image_ids[1], terminal.image_ids[2]
+    # Two pictures still being made when the viewer opens the page.
+    with sqlite3.connect(live_site.database, timeout=20) as connection:
+        connection.execute(
+            "UPDATE gallery_image SET status = 'generating', progress = 40 WHERE id IN (?, ?)",
+            (made, failed),
+        )
+    viewer = open_terminal(new_page(), terminal)
+    for job_id in (made, failed):
+        expect(viewer.locator(f'[data-job-id="{job_id}"]')).to_contain_text("Generating")
+
+    # The viewer's socket drops (here: the server restarts) and the worker ends both
+    # meanwhile: their news reaches no socket of this page.
+    live_site.stop()
+    expect(viewer.locator("#terminal")).to_have_attribute("data-connection", "offline")
+    with sqlite3.connect(live_site.database, timeout=20) as connection:
+        connection.execute(
+            "UPDATE gallery_image SET status = 'ready', progress = 100, "
+            "updated_at = strftime('%Y-%m-%d %H:%M:%f', 'now') WHERE id = ?",
+            (made,),
+        )
+        connection.execute(
+            "UPDATE gallery_image SET status = 'failed', error = 'The painter gave up.', "
+            "updated_at = strftime('%Y-%m-%d %H:%M:%f', 'now') WHERE id = ?",
+            (failed,),
+        )
+    live_site.start()
+    expect(viewer.locator("#terminal")).to_have_attribute("data-connection", "open", timeout=30_000)
+
+    # Back online: the finished one is no longer said to be in the works, and the
+    # failed one says why, as it would have had the page heard it live.
+    expect(viewer.locator(f'[data-job-id="{made}"]')).to_have_count(0)
+    expect(viewer.locator(f'[data-job-id="{failed}"]')).to_contain_text("The painter gave up.")

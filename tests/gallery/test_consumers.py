@@ -10,6 +10,7 @@ import socket as net
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.db import OperationalError
 from django.test import Client
+from django.utils import timezone
 
 from artterminal.asgi import application
 from artterminal.groups import terminal_group_name
@@ -300,6 +302,9 @@ BAD_MESSAGES = [
     ),
     pytest.param(
         json.dumps({"type": "terminal.sync", "version": 3}), "unexpected_field", id="sync-extra"
+    ),
+    pytest.param(
+        json.dumps({"type": "terminal.sync", "jobs": 1}), "invalid_field", id="sync-jobs-number"
     ),
     pytest.param(json.dumps({**NAVIGATE, "action": 5}), "invalid_field", id="action-number"),
     pytest.param(json.dumps({**NAVIGATE, "action": None}), "invalid_field", id="action-null"),
@@ -937,3 +942,39 @@ async def test_sockets_keep_their_place_in_a_shared_registry(
     finally:
         await watcher.disconnect()
     assert await registry.count(terminal_id=terminal.pk) == 0
+
+
+async def test_a_sync_asking_for_jobs_hears_how_they_stand(
+    make_terminal: Callable[..., Terminal],
+    make_image: Callable[..., Image],
+) -> None:
+    """What a page back from an outage needs for its "In the works" list: jobs still
+    being made and those that failed lately; one that failed long ago is old news."""
+    terminal = await database_sync_to_async(make_terminal)(slug="lobby")
+
+    def jobs() -> tuple[Image, Image, Image]:
+        making = make_image(terminal=terminal, status=Image.Status.GENERATING, prompt="a heron")
+        failed = make_image(terminal=terminal, status=Image.Status.FAILED, error="No paint.")
+        old = make_image(terminal=terminal, status=Image.Status.FAILED, error="Long ago.")
+        Image.objects.filter(pk=old.pk).update(
+            updated_at=timezone.now() - consumers.JOBS_FAILED_WITHIN - timedelta(minutes=1)
+        )
+        return making, failed, old
+
+    making, failed, _ = await database_sync_to_async(jobs)()
+    socket, _ = await open_socket(terminal.slug)
+    try:
+        await socket.send({"type": "terminal.sync"})
+        assert (await socket.receive())["type"] == "terminal.state"
+        assert await socket.receive_nothing()  # a plain sync is the state alone
+
+        await socket.send({"type": "terminal.sync", "jobs": True})
+        assert (await socket.receive())["type"] == "terminal.state"
+        message = await socket.receive()
+        assert message["type"] == "terminal.jobs"
+        assert [(job["id"], job["status"], job["error"]) for job in message["images"]] == [
+            (making.pk, "generating", ""),
+            (failed.pk, "failed", "No paint."),
+        ]
+    finally:
+        await socket.disconnect()
