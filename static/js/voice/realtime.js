@@ -158,6 +158,9 @@ export class RealtimeCall {
     this.callId = "";
     this.closed = false;
     this.openWaiters = [];
+    // The stream this call put on the shared <audio>: a call closed late (stopped,
+    // then answered after a new call began) must not take the new call's voice off it.
+    this.remote = null;
   }
 
   // Resolves when the data channel opens; rejects if the connection fails, the call is
@@ -210,6 +213,8 @@ export class RealtimeCall {
       }
       if (response.status === 401 && attempt === 0 && mint) {
         this._closePeer();
+        // Stopped meanwhile: a new key would open a voice session nothing ends.
+        if (this.closed) throw new VoiceError("The call was stopped.", { code: "stopped" });
         current = await mint();
         continue;
       }
@@ -241,7 +246,8 @@ export class RealtimeCall {
     pc.ontrack = (event) => {
       if (pc !== this.pc) return;
       const [remote] = event.streams;
-      this.audioElement.srcObject = remote || new MediaStream([event.track]);
+      this.remote = remote || new MediaStream([event.track]);
+      this.audioElement.srcObject = this.remote;
       const playing = this.audioElement.play();
       if (playing) playing.catch(() => {});
     };
@@ -314,6 +320,9 @@ export class RealtimeCall {
     this.closed = true;
     this._settleOpen(new VoiceError("The call was stopped.", { code: "stopped" }));
     this._closePeer();
-    if (this.audioElement) this.audioElement.srcObject = null;
+    if (this.audioElement && this.remote && this.audioElement.srcObject === this.remote) {
+      this.audioElement.srcObject = null;
+    }
+    this.remote = null;
   }
 }
