@@ -112,7 +112,14 @@ function renderStrip() {
     ? document.activeElement.dataset.imageId
     : null;
   el.strip.replaceChildren(...view.neighbours.map(stripItem));
-  if (focusedId) el.strip.querySelector(`[data-image-id="${CSS.escape(focusedId)}"]`)?.focus();
+  if (!focusedId) return;
+  // Moved out of the strip (three either side): the current picture's thumbnail takes
+  // the focus, so a keyboard user stays in the strip instead of back at the page's top.
+  const again =
+    el.strip.querySelector(`[data-image-id="${CSS.escape(focusedId)}"]`) ||
+    el.strip.querySelector('[aria-current="true"] button') ||
+    el.strip.querySelector("button");
+  again?.focus();
 }
 
 function renderViewers(viewers) {

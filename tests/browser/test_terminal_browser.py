@@ -300,3 +300,22 @@ def test_jobs_that_ended_while_the_viewer_was_away_are_brought_up_to_date(
     # failed one says why, as it would have had the page heard it live.
     expect(viewer.locator(f'[data-job-id="{made}"]')).to_have_count(0)
     expect(viewer.locator(f'[data-job-id="{failed}"]')).to_contain_text("The painter gave up.")
+
+
+def test_keyboard_focus_on_a_thumbnail_survives_the_strip_moving_on(
+    live_site: LiveSite, new_page: Callable[..., Any]
+) -> None:
+    terminal = live_site.seed_terminal("long-wall", images=10)
+    controller = open_terminal(new_page("controller"), terminal)
+    # A keyboard user tabs into the strip (its first thumbnail) and steps with the arrows.
+    first = controller.get_by_role("button", name="Show Study 1 (number 1)")
+    first.focus()
+    expect(first).to_be_focused()
+
+    for number in range(2, 6):
+        controller.keyboard.press("ArrowRight")
+        expect(controller.locator("#terminal-position")).to_have_text(f"{number} of 10")
+
+    # The strip (three either side) no longer holds Study 1: the focus moves to the
+    # thumbnail of the picture shown, rather than falling to the top of the page.
+    expect(controller.get_by_role("button", name="Show Study 5 (number 5)")).to_be_focused()
