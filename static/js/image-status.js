@@ -64,7 +64,8 @@ const handlers = {
   failed: showFailed,
 };
 
-// Screen readers hear the outcome once, from a live region that outlives the swap.
+// Screen readers hear the outcome once, from a live region that outlives the swap (the
+// template renders it empty beside the article; made here only if a page lacks it).
 function announce(text) {
   let region = document.getElementById("image-announcement");
   if (!region) {
@@ -95,12 +96,41 @@ async function fetchFinishedArticle() {
   }
 }
 
+// A keyboard user resting inside the article when it is swapped keeps their place: the
+// same link or control in the new one, else its title.
+function focusWithin(article) {
+  const active = document.activeElement;
+  if (!active || active === article || !article.contains(active)) return null;
+  return { id: active.id, href: active.getAttribute("href"), text: active.textContent };
+}
+
+function focusAgain(article, { id, href, text }) {
+  const candidates = [...article.querySelectorAll("a[href], button, input, select, textarea")];
+  const sameLink = (node) => href !== null && node.getAttribute("href") === href;
+  const same =
+    (id && article.querySelector(`#${CSS.escape(id)}`)) ||
+    candidates.find((node) => sameLink(node) && node.textContent === text) ||
+    candidates.find(sameLink);
+  if (same) {
+    same.focus();
+    return;
+  }
+  const title = article.querySelector("h1");
+  if (title) {
+    title.tabIndex = -1;
+    title.focus();
+  }
+}
+
 async function finish(data) {
   const finished = await fetchFinishedArticle();
   const current = document.querySelector("article.image-page");
   if (finished && current) {
-    current.replaceWith(document.importNode(finished.article, true));
+    const focus = focusWithin(current);
+    const fresh = document.importNode(finished.article, true);
+    current.replaceWith(fresh);
     if (finished.title) document.title = finished.title;
+    if (focus) focusAgain(fresh, focus);
   } else {
     handlers[data.status](data);
   }

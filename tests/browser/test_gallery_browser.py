@@ -183,3 +183,32 @@ def test_a_failed_job_is_read_out_once_and_dismissed_from_the_keyboard(
     expect(viewer.locator('[data-job-id="999001"]')).to_have_count(0)
     # Not dropped to the top of the page: the focus stays in the section.
     expect(viewer.locator("#jobs-title")).to_be_focused()
+
+
+def test_keyboard_focus_in_a_pending_image_page_survives_the_finished_page_swap(
+    live_site: LiveSite, new_page: Callable[..., Any]
+) -> None:
+    terminal = live_site.seed_terminal("slow-kiln", images=2)
+    image_id = terminal.image_ids[1]
+    with sqlite3.connect(live_site.database, timeout=20) as connection:
+        connection.execute(
+            "UPDATE gallery_image SET status = 'generating', progress = 30 WHERE id = ?",
+            (image_id,),
+        )
+    page = new_page()
+    page.goto(f"/images/{image_id}/")
+    expect(page.locator("#image-status-text")).to_contain_text("Generating")
+    # A keyboard user waiting on the page rests on a link of the article (its terminal).
+    link = page.locator("article.image-page").get_by_role("link", name="Slow Kiln")
+    link.focus()
+    expect(link).to_be_focused()
+
+    with sqlite3.connect(live_site.database, timeout=20) as connection:
+        connection.execute(
+            "UPDATE gallery_image SET status = 'ready', progress = 100 WHERE id = ?", (image_id,)
+        )
+    expect(page.locator("#image-announcement")).to_have_text("The picture is ready.")
+
+    # The whole article is replaced: the same link in the new one takes the focus,
+    # rather than the top of the page.
+    expect(page.locator("article.image-page").get_by_role("link", name="Slow Kiln")).to_be_focused()
