@@ -227,3 +227,72 @@ def test_a_retiring_mirror_cannot_answer_into_or_end_the_call_that_replaced_it(
     assert result["stillActive"] is True
     assert result["oldSent"] == []
     assert result["newSent"] == ["call_new", "response.create"]
+
+
+# A session whose call is being placed again, with a mirror of the new session that the
+# test drives; `statuses` records what the panel was told.
+REPLACING_CALL = (
+    "async () => {"
+    + NEW_SESSION
+    + """
+  const statuses = [];
+  session.ui.status = (name, detail = "") => statuses.push([name, detail]);
+  const call = { isOpen: true, send() { return true; }, close() {} };
+  session.active = true;
+  session.reconnecting = true;
+  session.call = call;
+  session._attachMirror(987700);
+  const mirror = session.mirror;
+"""
+)
+
+
+def test_a_mirror_down_while_a_call_was_replaced_is_said_once_the_call_opens(
+    new_page: Callable[..., Any],
+) -> None:
+    page = new_page()
+    page.goto("/terminals/")
+    statuses = page.evaluate(
+        REPLACING_CALL
+        + """
+          session._mirrorState(mirror, "reconnecting");
+          session._opened(call);
+          const opened = statuses[statuses.length - 1];
+          session._mirrorState(mirror, "open");
+          const back = statuses[statuses.length - 1];
+          session.stop();
+          return { opened, back };
+        }"""
+    )
+    # Not "Listening" while the site cannot hear the call (its tool calls wait).
+    assert statuses["opened"][0] == "reconnecting"
+    assert statuses["back"] == ["listening", "Reconnected."]
+
+
+def test_a_mirror_refused_while_a_call_was_replaced_places_the_call_again(
+    new_page: Callable[..., Any],
+) -> None:
+    page = new_page()
+    page.goto("/terminals/")
+    result = page.evaluate(
+        REPLACING_CALL
+        + """
+          session.reconnectAttempt = 3;
+          session._mirrorState(mirror, "failed", "This voice session has ended.");
+          session._opened(call);
+          const after = {
+            replaced: session.call !== call,
+            reconnecting: session.reconnecting,
+            attempt: session.reconnectAttempt,
+            status: statuses[statuses.length - 1],
+          };
+          session.stop();
+          return after;
+        }"""
+    )
+    # A call the site will not record cannot run a tool: it is placed again, as a
+    # failed attempt (not from the first backoff step).
+    assert result["replaced"] and result["reconnecting"]
+    assert result["attempt"] == 4
+    assert result["status"][0] == "reconnecting"
+    assert "This voice session has ended." in result["status"][1]

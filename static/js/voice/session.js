@@ -65,6 +65,9 @@ export class VoiceSession {
     this.reconnectAttempt = 0;
     this.retryAfterMs = 0;
     this.mirrorDown = false;
+    // Why the current call's mirror gave up, heard while the call was still being
+    // placed: the call cannot serve without it, so it is placed again once open.
+    this.mirrorFailure = "";
     this.answeredCalls = new Set();
     this.callHandlers = this._callHandlers();
     this.mirrorHandlers = this._mirrorHandlers();
@@ -146,6 +149,8 @@ export class VoiceSession {
   // The mirror of the current call's session, given first what the call did without one.
   _attachMirror(sessionId) {
     this.sessionId = sessionId;
+    this.mirrorDown = false;
+    this.mirrorFailure = "";
     // A mirror retiring after its call was lost still hears the server until its events
     // are acknowledged: its tool results and its session's end are not the new call's.
     const handlers = {};
@@ -170,12 +175,21 @@ export class VoiceSession {
 
   _opened(call) {
     if (call !== this.call) return;
-    this.reconnectAttempt = 0;
     const wasReconnecting = this.reconnecting;
     this.reconnecting = false;
-    this.mirrorDown = false;
     this.speaking = false;
-    this.ui.status("listening", wasReconnecting ? "Reconnected." : "");
+    if (this.mirrorFailure) {
+      // Counted as a failed attempt: a site that refuses every new session is not
+      // asked again and again at the first backoff step.
+      this._lost(this.mirrorFailure, { attempts: this.reconnectAttempt });
+      return;
+    }
+    this.reconnectAttempt = 0;
+    if (this.mirrorDown) {
+      this.ui.status("reconnecting", "The connection to the site dropped; trying again.");
+    } else {
+      this.ui.status("listening", wasReconnecting ? "Reconnected." : "");
+    }
     this.earcons.play("connect");
     const queued = this.queue.splice(0);
     for (const text of queued) this._sendText(text);
@@ -306,16 +320,24 @@ export class VoiceSession {
   }
 
   _mirrorState(mirror, state, reason) {
-    if (mirror !== this.mirror || !this.active || this.reconnecting) return;
-    if (state === "reconnecting") {
-      this.mirrorDown = true;
+    if (mirror !== this.mirror || !this.active) return;
+    if (state === "failed") {
+      // Without the mirror no tool call can run: a fresh session is the way back. A
+      // call being placed again hears of it when it opens (_opened).
+      this.mirrorFailure = reason || "the site stopped answering";
+      if (!this.reconnecting) this._lost(this.mirrorFailure);
+      return;
+    }
+    const down = state === "reconnecting";
+    if (down === this.mirrorDown) return;
+    this.mirrorDown = down;
+    // While the call itself is being placed again, the status says that already, and
+    // _opened says what stands once it is open.
+    if (this.reconnecting) return;
+    if (down) {
       this.ui.status("reconnecting", "The connection to the site dropped; trying again.");
-    } else if (state === "open" && this.mirrorDown) {
-      this.mirrorDown = false;
+    } else {
       this.ui.status(this.speaking ? "speaking" : "listening", "Reconnected.");
-    } else if (state === "failed") {
-      // Without the mirror no tool call can run: a fresh session is the way back.
-      this._lost(reason || "the site stopped answering");
     }
   }
 
@@ -351,10 +373,10 @@ export class VoiceSession {
   }
 
   // The call is gone but the user still wants voice: a new key, a new call, with backoff.
-  async _lost(why) {
+  async _lost(why, { attempts = 0 } = {}) {
     if (!this.active || this.reconnecting) return;
     this.reconnecting = true;
-    this.reconnectAttempt = 0;
+    this.reconnectAttempt = attempts;
     this._teardownCall();
     const generation = ++this.generation;
     this.ui.status("reconnecting", `The call was lost (${why}); trying again.`);
