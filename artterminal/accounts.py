@@ -82,12 +82,16 @@ def _signup_address(request: HttpRequest) -> str:
     return str(parsed)
 
 
-def _signup_wait(*, address: str, limit: int, counter: str, count: bool) -> int | None:
-    """Seconds until `address` may sign up again by this hourly counter, or None; with
-    `count`, this request counts against it. A limit of 0 sets none."""
+def _signup_wait(address: str, *, accounts: bool, count: bool) -> int | None:
+    """Seconds until `address` may sign up again, or None: by the accounts it made this
+    hour, or (not `accounts`) the forms it sent; with `count`, this request counts
+    against it. A limit of 0 sets none."""
+    if accounts:
+        limit, key = settings.SIGNUPS_PER_ADDRESS_PER_HOUR, f"signups:{address}"
+    else:
+        limit, key = settings.SIGNUP_ATTEMPTS_PER_ADDRESS_PER_HOUR, f"signup-attempts:{address}"
     if not limit:
         return None
-    key = f"{counter}:{address}"
     if count:
         return rate_limit_hit(key=key, limit=limit, window_seconds=3600)
     return rate_limit_reached(key=key, limit=limit, window_seconds=3600)
@@ -104,28 +108,13 @@ def signup(request: HttpRequest) -> HttpResponse:
     address = _signup_address(request)
     # Attempts count before the form is read: past the limit, nobody learns from it
     # which usernames are taken.
-    wait = _signup_wait(
-        address=address,
-        limit=settings.SIGNUP_ATTEMPTS_PER_ADDRESS_PER_HOUR,
-        counter="signup-attempts",
-        count=True,
-    )
+    wait = _signup_wait(address, accounts=False, count=True)
     if wait is None:
         # Refused at once when the accounts are used up, not after fixing the form.
-        wait = _signup_wait(
-            address=address,
-            limit=settings.SIGNUPS_PER_ADDRESS_PER_HOUR,
-            counter="signups",
-            count=False,
-        )
+        wait = _signup_wait(address, accounts=True, count=False)
     if wait is None and form.is_valid():
         # Counted before saving, atomically: simultaneous requests cannot all pass.
-        wait = _signup_wait(
-            address=address,
-            limit=settings.SIGNUPS_PER_ADDRESS_PER_HOUR,
-            counter="signups",
-            count=True,
-        )
+        wait = _signup_wait(address, accounts=True, count=True)
         if wait is None:
             user = form.save()
             login(request, user, backend="django.contrib.auth.backends.ModelBackend")
