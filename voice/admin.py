@@ -29,15 +29,27 @@ def _compact(value: Any) -> str:
     return text
 
 
-class _ReadOnlyInline(admin.TabularInline):
-    extra = 0
-    can_delete = False
+class _ReadOnly:
+    """A record of what happened: shown, never added, changed or deleted here."""
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class _ReadOnlyInline(_ReadOnly, admin.TabularInline):
+    extra = 0
+
+
+class _EventPayload:
+    @admin.display(description="Payload")
+    def payload_compact(self, event: VoiceEvent) -> str:
+        return _compact(event.payload)
 
 
 class _LatestEventsFormSet(BaseInlineFormSet):
@@ -51,16 +63,12 @@ class _LatestEventsFormSet(BaseInlineFormSet):
         self.queryset = events.filter(pk__in=latest).order_by("seq")
 
 
-class VoiceEventInline(_ReadOnlyInline):
+class VoiceEventInline(_EventPayload, _ReadOnlyInline):
     model = VoiceEvent
     formset = _LatestEventsFormSet
     fields = readonly_fields = ("seq", "direction", "type", "payload_compact", "created_at")
     ordering = ["seq"]
     verbose_name_plural = "Event timeline"
-
-    @admin.display(description="Payload")
-    def payload_compact(self, event: VoiceEvent) -> str:
-        return _compact(event.payload)
 
 
 class ToolCallInline(_ReadOnlyInline):
@@ -129,29 +137,29 @@ class VoiceSessionAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def change_view(
+    def render_change_form(
         self,
         request: HttpRequest,
-        object_id: str,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
         form_url: str = "",
-        extra_context: dict[str, Any] | None = None,
+        obj: VoiceSession | None = None,
     ) -> HttpResponse:
         """Above the timeline: how many events the session has in all and, for staff
         who may see them, a link to every one of them in the event list."""
-        context = dict(extra_context or {})
-        session = self.get_object(request, object_id)
-        if session is not None:
-            total = session.events.count()
+        if obj is not None:
+            total = obj.events.count()
             context["timeline"] = {
                 "total": total,
                 "shown": min(total, TIMELINE_EVENTS_SHOWN),
                 "url": (
-                    reverse("admin:voice_voiceevent_changelist") + f"?session={session.pk}"
+                    reverse("admin:voice_voiceevent_changelist") + f"?session={obj.pk}"
                     if request.user.has_perm("voice.view_voiceevent")
                     else ""
                 ),
             }
-        return super().change_view(request, object_id, form_url, context)
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
     @admin.display(description="Duration")
     def duration(self, session: VoiceSession) -> str:
@@ -194,7 +202,7 @@ class _SessionFilter(admin.SimpleListFilter):
 
 
 @admin.register(VoiceEvent)
-class VoiceEventAdmin(admin.ModelAdmin):
+class VoiceEventAdmin(_EventPayload, _ReadOnly, admin.ModelAdmin):
     """Every mirrored event, read-only: a record of what was said and done."""
 
     list_display = ["seq", "session_id", "direction", "type", "payload_compact", "created_at"]
@@ -210,16 +218,3 @@ class VoiceEventAdmin(admin.ModelAdmin):
 
     class Media:
         css = {"all": ("css/admin.css",)}
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    @admin.display(description="Payload")
-    def payload_compact(self, event: VoiceEvent) -> str:
-        return _compact(event.payload)
