@@ -7,6 +7,7 @@ or drive a terminal live in `gallery.selectors`, and navigation in `gallery.serv
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import importlib
 import logging
@@ -94,7 +95,9 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
         # the user's group) is held back until the rights are known again.
         self.rights_rereads = 0
         self.rights_doubtful = False
-        self.held_progress: list[dict[str, Any]] = []
+        self.held_progress: collections.deque[dict[str, Any]] = collections.deque(
+            maxlen=HELD_PROGRESS
+        )
         self.viewers = 0
         self.sent_viewers = -1
         self.presence_task: asyncio.Task[None] | None = None
@@ -526,7 +529,7 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
             return
         if self._rights_in_doubt():
             # Held, not dropped: a job's end is news a state does not carry.
-            self.held_progress = [*self.held_progress, event][-HELD_PROGRESS:]
+            self.held_progress.append(event)
             return
         message: events.ImageProgressMessage = {"type": "image.progress", "image": event["image"]}
         await self.send_json(message)
@@ -539,9 +542,8 @@ class TerminalConsumer(AsyncJsonWebsocketConsumer):
         may still watch (a closing one drops it)."""
         if self._rights_in_doubt() or not self.held_progress:
             return
-        held, self.held_progress = self.held_progress, []
-        for event in held:
-            await self.image_progress(event)
+        while self.held_progress:
+            await self.image_progress(self.held_progress.popleft())
 
     async def user_logout(self, event: dict[str, Any]) -> None:
         """Runs when this socket's user logged out (gallery.broadcast.user_sockets_close):

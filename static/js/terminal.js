@@ -190,8 +190,12 @@ function shortPrompt(image) {
   return text.length > PROMPT_PREVIEW_CHARS ? `${text.slice(0, PROMPT_PREVIEW_CHARS)}…` : text;
 }
 
+function shownJob(id) {
+  return el.jobs.querySelector(`[data-job-id="${CSS.escape(String(id))}"]`);
+}
+
 function jobItem(id) {
-  let item = el.jobs.querySelector(`[data-job-id="${CSS.escape(String(id))}"]`);
+  let item = shownJob(id);
   if (!item) {
     item = document.createElement("li");
     item.className = "job";
@@ -201,10 +205,12 @@ function jobItem(id) {
   return item;
 }
 
+function inTheMaking(item) {
+  return item.dataset.status === "queued" || item.dataset.status === "generating";
+}
+
 function jobsInTheMaking() {
-  return [...el.jobs.children].some(
-    (item) => item.dataset.status === "queued" || item.dataset.status === "generating",
-  );
+  return [...el.jobs.children].some(inTheMaking);
 }
 
 function renderJobsEmpty() {
@@ -292,7 +298,7 @@ const handlers = {
     for (const image of message.images) {
       if (!image || typeof image.id !== "number") continue;
       listed.add(image.id);
-      const shown = el.jobs.querySelector(`[data-job-id="${CSS.escape(String(image.id))}"]`);
+      const shown = shownJob(image.id);
       // A failure is news to a page that showed the job being made, not to one that
       // never saw it.
       if (image.status === "failed" && !shown) continue;
@@ -301,8 +307,7 @@ const handlers = {
     // Shown as being made and no longer listed: it ended while this page was away
     // (its picture, if it was made, is in the state).
     for (const item of [...el.jobs.children]) {
-      const making = item.dataset.status === "queued" || item.dataset.status === "generating";
-      if (making && !listed.has(Number(item.dataset.jobId))) removeJob(item);
+      if (inTheMaking(item) && !listed.has(Number(item.dataset.jobId))) removeJob(item);
     }
   },
   error: (message) => {

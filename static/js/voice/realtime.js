@@ -145,6 +145,10 @@ function waitForIceGathering(pc, timeoutMs) {
 
 // One WebRTC call. `mint` returns a fresh token; it is called again once if /calls answers
 // 401 (a key that expired between minting and posting the offer).
+function stopped() {
+  return new VoiceError("The call was stopped.", { code: "stopped" });
+}
+
 export class RealtimeCall {
   constructor({ stream, audioElement, onEvent, onOpen, onClose, onConnectionState }) {
     this.stream = stream;
@@ -192,7 +196,7 @@ export class RealtimeCall {
       const offer = await this.pc.createOffer();
       await this.pc.setLocalDescription(offer);
       await waitForIceGathering(this.pc, ICE_GATHERING_WAIT_MS);
-      if (this.closed) throw new VoiceError("The call was stopped.", { code: "stopped" });
+      if (this.closed) throw stopped();
       let response;
       try {
         response = await fetchWithin(
@@ -214,7 +218,7 @@ export class RealtimeCall {
       if (response.status === 401 && attempt === 0 && mint) {
         this._closePeer();
         // Stopped meanwhile: a new key would open a voice session nothing ends.
-        if (this.closed) throw new VoiceError("The call was stopped.", { code: "stopped" });
+        if (this.closed) throw stopped();
         current = await mint();
         continue;
       }
@@ -225,7 +229,7 @@ export class RealtimeCall {
       const answer = await response.text();
       const location = response.headers.get("Location") || "";
       this.callId = location.split("/").filter(Boolean).pop() || "";
-      if (this.closed) throw new VoiceError("The call was stopped.", { code: "stopped" });
+      if (this.closed) throw stopped();
       try {
         await this.pc.setRemoteDescription({ type: "answer", sdp: answer });
       } catch (error) {
@@ -318,7 +322,7 @@ export class RealtimeCall {
   // Ends the call; the microphone stream belongs to the caller and stays open.
   close() {
     this.closed = true;
-    this._settleOpen(new VoiceError("The call was stopped.", { code: "stopped" }));
+    this._settleOpen(stopped());
     this._closePeer();
     if (this.audioElement && this.remote && this.audioElement.srcObject === this.remote) {
       this.audioElement.srcObject = null;

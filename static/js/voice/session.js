@@ -11,6 +11,7 @@ import { mintToken, openMicrophone, RealtimeCall, VoiceError } from "./realtime.
 const DISCONNECTED_GRACE_MS = 4000;
 const MAX_RECONNECT_ATTEMPTS = 8;
 const CHANNEL_OPEN_TIMEOUT_MS = 15000;
+const MIRROR_DOWN = "The connection to the site dropped; trying again.";
 // Call ids already answered, remembered for this many calls: far more than one
 // conversation's resend window.
 const ANSWERED_CALLS_KEPT = 500;
@@ -130,7 +131,6 @@ export class VoiceSession {
       onConnectionState: (state) => this._connectionState(call, state),
     });
     this.call = call;
-    this.unmirrored = [];
     try {
       const used = await call.connect({ token, mint });
       if (generation !== this.generation || this.call !== call) {
@@ -186,7 +186,7 @@ export class VoiceSession {
     }
     this.reconnectAttempt = 0;
     if (this.mirrorDown) {
-      this.ui.status("reconnecting", "The connection to the site dropped; trying again.");
+      this.ui.status("reconnecting", MIRROR_DOWN);
     } else {
       this.ui.status("listening", wasReconnecting ? "Reconnected." : "");
     }
@@ -335,7 +335,7 @@ export class VoiceSession {
     // _opened says what stands once it is open.
     if (this.reconnecting) return;
     if (down) {
-      this.ui.status("reconnecting", "The connection to the site dropped; trying again.");
+      this.ui.status("reconnecting", MIRROR_DOWN);
     } else {
       this.ui.status(this.speaking ? "speaking" : "listening", "Reconnected.");
     }
